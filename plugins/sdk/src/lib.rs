@@ -1,0 +1,21 @@
+//! hepflow plugin SDK: everything a sink or source plugin builds on.
+//!
+//! - [`hep`]: the HEP v1/v2/v3 codec (decode, encode to v3, TCP framing).
+//! - [`sip`]: the lazily parsed SIP summary of a payload.
+//! - [`event`]: [`Event`], one received HEP message with its receive metadata,
+//!   shared by every sink that gets it.
+//! - [`document`]: the JSON event document written by the file sink and
+//!   indexed by the Elasticsearch sink.
+//! - [`sink`]: the [`Sink`] trait every sink plugin implements.
+//! - [`metrics`]: the counter registry behind `/metrics` and `/api/v1/stats`.
+
+pub mod document;
+pub mod event;
+pub mod hep;
+pub mod metrics;
+pub mod sink;
+pub mod sip;
+
+pub use event::{Event, ReceiveMeta, Transport};
+pub use hep::{DecodeError, DecodeOptions, HepMessage, HepVersion};
+pub use sink::{Sink, SinkContext, SinkError};

@@ -1,0 +1,197 @@
+//! The [`Sink`] contract every sink plugin implements, and the
+//! [`SinkContext`] the engine hands it.
+//!
+//! The engine owns the bounded queue, batching (max events, max age) and
+//! the retry of whole batches that fail with a retryable [`SinkError`]; a
+//! plugin is start / write / flush / close. A plugin that can tell items of
+//! one request apart (a bulk reply) handles them itself and counts the
+//! items it gives up on through [`SinkContext::failed`].
+
+use crate::metrics::{Counter, Registry};
+use crate::Event;
+use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a successful write delivered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivered {
+    /// Events the backend accepted.
+    pub events: u64,
+    /// Bytes written to the backend (after encoding, before compression).
+    pub bytes: u64,
+}
+
+/// A failed write or start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    /// True when the same batch may succeed later (connection error, 408,
+    /// 429, 5xx): the engine retries it with capped, jittered backoff.
+    pub retryable: bool,
+    /// Low-cardinality reason label for the failure counter.
+    pub reason: &'static str,
+    /// Human-readable message, with what to do. Never contains secrets.
+    pub message: String,
+}
+
+impl SinkError {
+    /// A failure worth retrying.
+    pub fn retryable(reason: &'static str, message: impl Into<String>) -> Self {
+        SinkError {
+            retryable: true,
+            reason,
+            message: message.into(),
+        }
+    }
+    /// A failure that will not succeed by retrying (the batch is dropped
+    /// and counted under `reason`).
+    pub fn fatal(reason: &'static str, message: impl Into<String>) -> Self {
+        SinkError {
+            retryable: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A sink plugin instance. Called from one task, one call at a time.
+#[async_trait]
+pub trait Sink: Send {
+    /// Connect, check the backend, install templates. Retried by the engine
+    /// with backoff while it returns a retryable error; events queue up
+    /// meanwhile.
+    async fn start(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Deliver one batch.
+    async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError>;
+
+    /// Push out anything buffered inside the plugin.
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Called once at shutdown after the last write.
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.flush().await
+    }
+}
+
+/// Health of one sink, set by the plugin (or by the engine on failures) and
+/// read by `/ready`.
+#[derive(Clone, Debug)]
+pub struct Health {
+    ready: Arc<AtomicBool>,
+    detail: Arc<Mutex<String>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            ready: Arc::new(AtomicBool::new(true)),
+            detail: Arc::new(Mutex::new(String::new())),
+        }
+    }
+}
+
+impl Health {
+    /// Mark healthy.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+        self.detail.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+    /// Mark unhealthy, with why (no secrets).
+    pub fn set_unready(&self, why: impl Into<String>) {
+        self.ready.store(false, Ordering::Relaxed);
+        *self.detail.lock().unwrap_or_else(|e| e.into_inner()) = why.into();
+    }
+    /// Whether the sink is healthy.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+    /// Why not, when unhealthy.
+    pub fn detail(&self) -> String {
+        self.detail.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What the engine gives a sink at build time.
+#[derive(Clone)]
+pub struct SinkContext {
+    /// The sink's configured name (the key under `[sinks]`).
+    pub name: Arc<str>,
+    /// This hepflow node's name (`node.name`).
+    pub node_name: Arc<str>,
+    /// The process-wide metric registry, for plugin-specific series
+    /// (label them with `sink = name`).
+    pub registry: Registry,
+    /// The sink's health flag.
+    pub health: Health,
+}
+
+impl SinkContext {
+    /// A context for tests and tools: fresh registry, healthy.
+    pub fn for_tests(name: &str) -> Self {
+        SinkContext {
+            name: name.into(),
+            node_name: "test".into(),
+            registry: Registry::new(),
+            health: Health::default(),
+        }
+    }
+
+    /// Count `n` events this sink gave up on, by reason (for example
+    /// `mapping_conflict`, `dead_lettered`).
+    pub fn failed(&self, reason: &str, n: u64) {
+        self.failed_counter(reason).add(n);
+    }
+
+    /// The counter behind [`Self::failed`] for one reason.
+    pub fn failed_counter(&self, reason: &str) -> Counter {
+        self.registry.counter(
+            "hepflow_sink_failed_total",
+            "Events a sink could not deliver, by reason",
+            &[("sink", &self.name), ("reason", reason)],
+        )
+    }
+}
+
+/// How the engine finds and builds a sink of one `type`. Each plugin crate
+/// exports one; the hub registers it in one line.
+pub trait SinkFactory: Send + Sync {
+    /// The `type = "..."` value this factory builds.
+    fn kind(&self) -> &'static str;
+
+    /// Check the plugin's own config section (the engine's common keys
+    /// such as `type` and `queue` removed). `path` is the section's full
+    /// path (`sinks.NAME`); every problem found is returned, each naming
+    /// the full path of the key and what to do.
+    fn validate(&self, path: &str, config: &serde_json::Value) -> Vec<String>;
+
+    /// Build the sink (no I/O here: connect in [`Sink::start`]).
+    fn build(
+        &self,
+        path: &str,
+        config: &serde_json::Value,
+        ctx: SinkContext,
+    ) -> Result<Box<dyn Sink>, String>;
+}
+
+/// Deserialize a plugin's config section (`T` should have
+/// `#[serde(deny_unknown_fields)]`); the error names the key's full path,
+/// for example `sinks.search.batch.max_events: invalid type ...`.
+pub fn parse_section<T: serde::de::DeserializeOwned>(
+    path: &str,
+    config: &serde_json::Value,
+) -> Result<T, String> {
+    serde_path_to_error::deserialize(config).map_err(|e| {
+        let inner = e.path().to_string();
+        if inner.is_empty() || inner == "." {
+            format!("{path}: {}", e.inner())
+        } else {
+            format!("{path}.{inner}: {}", e.inner())
+        }
+    })
+}
