@@ -8,11 +8,13 @@
 //!   indexed by the Elasticsearch sink.
 //! - [`sink`]: the [`Sink`] trait every sink plugin implements.
 //! - [`metrics`]: the counter registry behind `/metrics` and `/api/v1/stats`.
+//! - [`ratelimit`]: rate-limited logging of repeated failures.
 
 pub mod document;
 pub mod event;
 pub mod hep;
 pub mod metrics;
+pub mod ratelimit;
 pub mod sink;
 pub mod sip;
 

@@ -245,7 +245,9 @@ impl Registry {
             let _ = writeln!(out, "# TYPE {name} {}", family.kind);
             for (labels, series) in &family.series {
                 match series {
-                    Series::Counter(c) => write_sample(&mut out, name, labels, None, c.get() as f64),
+                    Series::Counter(c) => {
+                        write_sample(&mut out, name, labels, None, c.get() as f64)
+                    }
                     Series::Gauge(g) => write_sample(&mut out, name, labels, None, g.get() as f64),
                     Series::Histogram(h) => write_histogram(&mut out, name, labels, h),
                 }
@@ -317,7 +319,13 @@ fn escape_label(v: &str, out: &mut String) {
     }
 }
 
-fn write_sample(out: &mut String, name: &str, labels: &Labels, extra: Option<(&str, &str)>, v: f64) {
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    labels: &Labels,
+    extra: Option<(&str, &str)>,
+    v: f64,
+) {
     out.push_str(name);
     if !labels.is_empty() || extra.is_some() {
         out.push('{');
@@ -351,7 +359,13 @@ fn write_histogram(out: &mut String, name: &str, labels: &Labels, h: &Histogram)
     write_sample(out, &bucket, labels, Some(("le", "+Inf")), h.count() as f64);
     let sum = h.0.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
     write_sample(out, &format!("{name}_sum"), labels, None, sum);
-    write_sample(out, &format!("{name}_count"), labels, None, h.count() as f64);
+    write_sample(
+        out,
+        &format!("{name}_count"),
+        labels,
+        None,
+        h.count() as f64,
+    );
 }
 
 #[cfg(test)]
@@ -365,7 +379,10 @@ mod tests {
         c.add(3);
         r.counter("hepflow_x_total", "x", &[("sink", "a\"b")]).inc();
         let text = r.render_prometheus();
-        assert!(text.contains("hepflow_x_total{sink=\"a\\\"b\"} 4"), "{text}");
+        assert!(
+            text.contains("hepflow_x_total{sink=\"a\\\"b\"} 4"),
+            "{text}"
+        );
         assert_eq!(r.value("hepflow_x_total", &[("sink", "a\"b")]), Some(4.0));
     }
 
@@ -375,8 +392,14 @@ mod tests {
         let h = r.histogram("hepflow_lat_seconds", "lat", &[]);
         h.observe(std::time::Duration::from_millis(3));
         let text = r.render_prometheus();
-        assert!(text.contains("hepflow_lat_seconds_bucket{le=\"0.001\"} 0"), "{text}");
-        assert!(text.contains("hepflow_lat_seconds_bucket{le=\"0.005\"} 1"), "{text}");
+        assert!(
+            text.contains("hepflow_lat_seconds_bucket{le=\"0.001\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("hepflow_lat_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("hepflow_lat_seconds_count 1"), "{text}");
     }
 
@@ -392,7 +415,9 @@ mod tests {
                 value: 7.0,
             })
         });
-        assert!(r.render_prometheus().contains("hepflow_dyn_total{code=\"200\"} 7"));
+        assert!(r
+            .render_prometheus()
+            .contains("hepflow_dyn_total{code=\"200\"} 7"));
         let json = r.snapshot_json();
         assert_eq!(json["hepflow_dyn_total"][0]["value"], 7.0);
     }

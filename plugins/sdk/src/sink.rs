@@ -100,7 +100,10 @@ impl Health {
     /// Mark healthy.
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
-        self.detail.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
     /// Mark unhealthy, with why (no secrets).
     pub fn set_unready(&self, why: impl Into<String>) {
@@ -113,7 +116,10 @@ impl Health {
     }
     /// Why not, when unhealthy.
     pub fn detail(&self) -> String {
-        self.detail.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

@@ -36,7 +36,9 @@ pub enum DecodeError {
         len: usize,
     },
     /// A chunk's length runs past the end of the message.
-    #[error("chunk at offset {offset} (length {len}) runs past the end of the {total}-byte message")]
+    #[error(
+        "chunk at offset {offset} (length {len}) runs past the end of the {total}-byte message"
+    )]
     ChunkOverrun {
         /// Offset of the chunk within the message.
         offset: usize,

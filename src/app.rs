@@ -1,0 +1,303 @@
+//! `hepflow run`: builds the sinks, queues, router and listeners from a
+//! validated [`Config`], serves until SIGINT/SIGTERM, then shuts down in
+//! order: stop the listeners, close the queues, let every sink drain its
+//! queue within the grace period, close the sinks, and report how many
+//! messages (if any) were left undelivered.
+
+use crate::api::{self, ApiState};
+use crate::config::{Config, ListenerConfig};
+use crate::ingest::{self, Decoder, ListenerMetrics};
+use crate::pipeline::{run_sink, Pipeline, SinkSlot, SinkTask};
+use crate::queue::{QueueMetrics, SinkQueue};
+use crate::route::Router;
+use crate::sinks;
+use anyhow::Context;
+use hepflow_sdk::hep::DecodeOptions;
+use hepflow_sdk::metrics::Registry;
+use hepflow_sdk::sink::{Health, SinkContext};
+use hepflow_sdk::Transport;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// What a run ended with.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    /// Messages queued but not delivered when the grace period ran out.
+    pub undelivered: u64,
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Run hepflow until `shutdown` resolves.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<RunSummary> {
+    let registry = Registry::new();
+    registry
+        .gauge(
+            "hepflow_build_info",
+            "Build information (value 1)",
+            &[("version", env!("CARGO_PKG_VERSION"))],
+        )
+        .set(1);
+    let factories = sinks::factories();
+    let (deadline_tx, deadline_rx) = watch::channel(None::<Instant>);
+
+    // Sinks and their queues.
+    let mut slots = Vec::new();
+    let mut tasks = Vec::new();
+    for (name, sc) in &cfg.sinks {
+        let factory = factories
+            .iter()
+            .find(|f| f.kind() == sc.common.kind)
+            .with_context(|| format!("sinks.{name}: unknown type {}", sc.common.kind))?;
+        let health = Health::default();
+        let ctx = SinkContext {
+            name: name.as_str().into(),
+            node_name: cfg.node.name.as_str().into(),
+            registry: registry.clone(),
+            health: health.clone(),
+        };
+        let sink = factory
+            .build(&format!("sinks.{name}"), &sc.plugin, ctx)
+            .map_err(|e| anyhow::anyhow!(e))
+            .with_context(|| format!("building sink {name}"))?;
+        let queue = Arc::new(SinkQueue::new(
+            sc.common.queue.capacity,
+            sc.common.queue.when_full,
+            QueueMetrics::new(&registry, name),
+        ));
+        slots.push(SinkSlot {
+            name: name.clone(),
+            queue: queue.clone(),
+            health: health.clone(),
+        });
+        tasks.push(SinkTask {
+            name: name.clone(),
+            sink,
+            queue,
+            common: sc.common.clone(),
+            health,
+            registry: registry.clone(),
+            deadline: deadline_rx.clone(),
+        });
+    }
+    let sink_names: Vec<String> = cfg.sinks.keys().cloned().collect();
+    let router = Router::new(&cfg, &sink_names, &registry);
+    let pipeline = Arc::new(Pipeline::new(router, slots));
+    let sink_handles: Vec<_> = tasks
+        .into_iter()
+        .map(|t| tokio::spawn(run_sink(t)))
+        .collect();
+
+    let state = Arc::new(ApiState {
+        registry: registry.clone(),
+        listeners_bound: AtomicBool::new(false),
+        listeners: Default::default(),
+        sinks: pipeline
+            .sinks()
+            .iter()
+            .map(|s| (s.name.clone(), s.health.clone()))
+            .collect(),
+    });
+
+    // Listeners.
+    let decode_opts = DecodeOptions {
+        max_inflated_bytes: cfg.decode.max_inflated_bytes,
+    };
+    let stop_flag = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut udp_threads = Vec::new();
+    let mut all_listener_metrics = Vec::new();
+    let mut tcp_tasks = Vec::new();
+    for (name, l) in &cfg.listeners {
+        match l {
+            ListenerConfig::Udp(u) => {
+                let sockets = ingest::udp::bind(u).with_context(|| {
+                    format!(
+                        "binding listeners.{name} (udp) to {}: is another process using the port, or is the address not local?",
+                        u.bind
+                    )
+                })?;
+                let addr = sockets[0].local_addr()?;
+                let metrics = Arc::new(ListenerMetrics::new(&registry, name, "udp"));
+                all_listener_metrics.push(metrics.clone());
+                let decoder = Arc::new(Decoder::new(
+                    name,
+                    Transport::Udp,
+                    &l.auth(),
+                    decode_opts.clone(),
+                    metrics,
+                ));
+                tracing::info!(listener = %name, %addr, workers = sockets.len(), "UDP listener bound");
+                state
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((name.clone(), "udp".into(), addr));
+                udp_threads.extend(ingest::udp::spawn(
+                    name,
+                    sockets,
+                    u,
+                    decoder,
+                    pipeline.clone(),
+                    stop_flag.clone(),
+                )?);
+            }
+            ListenerConfig::Tcp(t) => {
+                let listener = ingest::tcp::bind(t).await.with_context(|| {
+                    format!(
+                        "binding listeners.{name} (tcp) to {}: is another process using the port, or is the address not local?",
+                        t.bind
+                    )
+                })?;
+                let addr = listener.local_addr()?;
+                let metrics = Arc::new(ListenerMetrics::new(&registry, name, "tcp"));
+                all_listener_metrics.push(metrics.clone());
+                let decoder = Arc::new(Decoder::new(
+                    name,
+                    Transport::Tcp,
+                    &l.auth(),
+                    decode_opts.clone(),
+                    metrics,
+                ));
+                tracing::info!(listener = %name, %addr, "TCP listener bound");
+                state
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((name.clone(), "tcp".into(), addr));
+                tcp_tasks.push(tokio::spawn(ingest::tcp::serve(
+                    listener,
+                    t.clone(),
+                    decoder,
+                    pipeline.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+        }
+    }
+    state.listeners_bound.store(true, Ordering::Relaxed);
+
+    // API.
+    let (api_stop_tx, mut api_stop_rx) = watch::channel(false);
+    let api_task = if cfg.api.enabled {
+        let listener = tokio::net::TcpListener::bind(cfg.api.bind)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding api.bind {}: is another process using the port? Set api.bind or --api-bind",
+                    cfg.api.bind
+                )
+            })?;
+        tracing::info!(addr = %listener.local_addr()?, "HTTP API listening");
+        let app = api::router(state.clone());
+        Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = api_stop_rx.changed().await;
+                })
+                .await;
+        }))
+    } else {
+        None
+    };
+    tracing::info!(node = %cfg.node.name, "hepflow running");
+
+    shutdown.await;
+    let grace = cfg.shutdown.grace_period;
+    tracing::info!(grace_period = ?grace, "shutting down: stopping listeners");
+    state.listeners_bound.store(false, Ordering::Relaxed);
+    stop_flag.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    for t in tcp_tasks {
+        let _ = t.await;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for h in udp_threads {
+            let _ = h.join();
+        }
+    })
+    .await;
+
+    // Drain.
+    pipeline.close();
+    let deadline = Instant::now() + grace;
+    let _ = deadline_tx.send(Some(deadline));
+    let mut undelivered = 0u64;
+    for (handle, slot) in sink_handles.into_iter().zip(pipeline.sinks()) {
+        let abort = handle.abort_handle();
+        match tokio::time::timeout_at(deadline + Duration::from_secs(1), handle).await {
+            Ok(Ok(n)) => undelivered += n,
+            Ok(Err(e)) => {
+                tracing::error!(sink = %slot.name, error = %e, "sink task failed");
+                undelivered += slot.queue.discard_remaining() as u64;
+            }
+            Err(_) => {
+                abort.abort();
+                let n = slot.queue.discard_remaining() as u64;
+                tracing::warn!(sink = %slot.name, undelivered = n, "sink did not drain within the grace period");
+                registry
+                    .counter(
+                        "hepflow_sink_dropped_total",
+                        "Messages a sink's queue dropped, by reason",
+                        &[("sink", &slot.name), ("reason", "shutdown_undelivered")],
+                    )
+                    .add(n);
+                undelivered += n;
+            }
+        }
+    }
+    let _ = api_stop_tx.send(true);
+    if let Some(t) = api_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    let accepted: u64 = all_listener_metrics.iter().map(|m| m.decoded.get()).sum();
+    for slot in pipeline.sinks() {
+        let get = |name: &str| registry.value(name, &[("sink", &slot.name)]).unwrap_or(0.0) as u64;
+        tracing::info!(
+            sink = %slot.name,
+            queued = get("hepflow_sink_queued_total"),
+            sent = get("hepflow_sink_sent_total"),
+            "sink closed"
+        );
+    }
+    if undelivered > 0 {
+        tracing::warn!(
+            accepted,
+            undelivered,
+            "hepflow stopped; messages left undelivered (raise shutdown.grace_period to give sinks more time)"
+        );
+    } else {
+        tracing::info!(
+            accepted,
+            "hepflow stopped; every queued message was delivered"
+        );
+    }
+    Ok(RunSummary { undelivered })
+}

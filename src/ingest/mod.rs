@@ -1,0 +1,205 @@
+//! Ingest: the listeners that receive HEP (UDP, TCP) and the steps every
+//! listener shares — counting, decoding, the auth-key check — before a
+//! batch of events is handed to the [`crate::pipeline::Pipeline`].
+
+pub mod tcp;
+pub mod udp;
+
+use crate::config::AuthConfig;
+use bytes::Bytes;
+use hepflow_sdk::hep::{decode, DecodeError, DecodeOptions, HepVersion};
+use hepflow_sdk::metrics::{Counter, Gauge, Registry};
+use hepflow_sdk::ratelimit::LogLimiter;
+use hepflow_sdk::{Event, ReceiveMeta, Transport};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use subtle::ConstantTimeEq;
+
+/// Reasons an authenticated listener refuses a message.
+pub const AUTH_REASONS: [&str; 3] = ["missing_key", "bad_key", "legacy_version"];
+
+/// Counters of one listener.
+pub struct ListenerMetrics {
+    /// Datagrams or frames received.
+    pub received: Counter,
+    /// Bytes received.
+    pub bytes: Counter,
+    /// Messages decoded (and accepted by the auth check).
+    pub decoded: Counter,
+    /// Decode errors, indexed like [`DecodeError::REASONS`].
+    pub decode_errors: Vec<Counter>,
+    /// Auth refusals, indexed like [`AUTH_REASONS`].
+    pub auth_rejected: Vec<Counter>,
+    /// Datagrams longer than the receive buffer (truncated by the kernel).
+    pub truncated: Counter,
+    /// TCP framing errors (connection closed).
+    pub framing_errors: Counter,
+    /// TCP connections accepted.
+    pub connections: Counter,
+    /// TCP connections refused over `max_connections`.
+    pub connections_rejected: Counter,
+    /// TCP connections closed for idleness.
+    pub idle_closed: Counter,
+    /// TCP connections open now.
+    pub open_connections: Gauge,
+    log: Mutex<LogLimiter>,
+    name: String,
+}
+
+impl ListenerMetrics {
+    /// Register the series of listener `name`.
+    pub fn new(r: &Registry, name: &str, transport: &str) -> Self {
+        let l = [("listener", name), ("transport", transport)];
+        fn with<'a>(l: &[(&'a str, &'a str)], k: &'a str, v: &'a str) -> Vec<(&'a str, &'a str)> {
+            let mut v2 = l.to_vec();
+            v2.push((k, v));
+            v2
+        }
+        ListenerMetrics {
+            received: r.counter("hepflow_received_total", "Datagrams or frames received", &l),
+            bytes: r.counter("hepflow_received_bytes_total", "Bytes received", &l),
+            decoded: r.counter(
+                "hepflow_decoded_total",
+                "HEP messages decoded and accepted",
+                &l,
+            ),
+            decode_errors: DecodeError::REASONS
+                .iter()
+                .map(|reason| {
+                    r.counter(
+                        "hepflow_decode_errors_total",
+                        "Messages that failed to decode, by reason",
+                        &with(&l, "reason", reason),
+                    )
+                })
+                .collect(),
+            auth_rejected: AUTH_REASONS
+                .iter()
+                .map(|reason| {
+                    r.counter(
+                        "hepflow_auth_rejected_total",
+                        "Messages refused by a listener's auth key check, by reason",
+                        &with(&l, "reason", reason),
+                    )
+                })
+                .collect(),
+            truncated: r.counter(
+                "hepflow_truncated_total",
+                "Datagrams larger than max_datagram_bytes (dropped)",
+                &l,
+            ),
+            framing_errors: r.counter(
+                "hepflow_framing_errors_total",
+                "Stream framing errors (connection closed)",
+                &l,
+            ),
+            connections: r.counter(
+                "hepflow_connections_total",
+                "Stream connections accepted",
+                &l,
+            ),
+            connections_rejected: r.counter(
+                "hepflow_connections_rejected_total",
+                "Stream connections refused over max_connections",
+                &l,
+            ),
+            idle_closed: r.counter(
+                "hepflow_connections_idle_closed_total",
+                "Stream connections closed after idle_timeout",
+                &l,
+            ),
+            open_connections: r.gauge(
+                "hepflow_connections_open",
+                "Stream connections open now",
+                &l,
+            ),
+            log: Mutex::new(LogLimiter::default()),
+            name: name.to_string(),
+        }
+    }
+
+    /// Log a bad message, rate-limited (never the payload or any key).
+    pub fn log_bad(&self, peer: SocketAddr, what: &str) {
+        let mut l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = l.allow() {
+            tracing::warn!(listener = %self.name, %peer, suppressed = n, "{what}");
+        }
+    }
+}
+
+/// Decodes, authenticates and wraps received messages of one listener.
+pub struct Decoder {
+    opts: DecodeOptions,
+    auth_key: Option<Vec<u8>>,
+    allow_legacy: bool,
+    listener: Arc<str>,
+    transport: Transport,
+    /// The listener's counters.
+    pub metrics: Arc<ListenerMetrics>,
+}
+
+impl Decoder {
+    /// A decoder for one listener.
+    pub fn new(
+        listener: &str,
+        transport: Transport,
+        auth: &AuthConfig,
+        opts: DecodeOptions,
+        metrics: Arc<ListenerMetrics>,
+    ) -> Self {
+        Decoder {
+            opts,
+            auth_key: auth.auth_key.as_ref().map(|k| k.0.as_bytes().to_vec()),
+            allow_legacy: auth.allow_legacy_without_key,
+            listener: listener.into(),
+            transport,
+            metrics,
+        }
+    }
+
+    /// Decode one whole message; `None` (counted and logged) when it is
+    /// malformed or refused.
+    pub fn decode(&self, raw: Bytes, peer: SocketAddr, now: SystemTime) -> Option<Event> {
+        let msg = match decode(raw.clone(), &self.opts) {
+            Ok(m) => m,
+            Err(e) => {
+                self.metrics.decode_errors[e.reason_index()].inc();
+                self.metrics
+                    .log_bad(peer, &format!("dropped undecodable HEP message: {e}"));
+                return None;
+            }
+        };
+        if let Some(key) = &self.auth_key {
+            let refused = match (msg.version, &msg.auth_key) {
+                (HepVersion::V3, None) => Some(0),
+                (HepVersion::V3, Some(k)) => {
+                    (!bool::from(k.as_ref().ct_eq(key.as_slice()))).then_some(1)
+                }
+                (_, _) => (!self.allow_legacy).then_some(2),
+            };
+            if let Some(i) = refused {
+                self.metrics.auth_rejected[i].inc();
+                self.metrics.log_bad(
+                    peer,
+                    &format!(
+                        "dropped HEP message refused by the auth key check ({}); check the agent's auth key",
+                        AUTH_REASONS[i]
+                    ),
+                );
+                return None;
+            }
+        }
+        self.metrics.decoded.inc();
+        Some(Event::new(
+            msg,
+            raw,
+            ReceiveMeta {
+                listener: self.listener.clone(),
+                transport: self.transport,
+                peer,
+                received_at: now,
+            },
+        ))
+    }
+}

@@ -1,0 +1,168 @@
+//! The TCP listener: HEP3 messages back to back on a stream, each framed by
+//! its own total length (bytes 4-5). A connection owns a read buffer; a
+//! frame is parsed only once it is wholly buffered, otherwise more is read,
+//! so split and coalesced messages both work. A framing error (not `HEP3`,
+//! a length below 6 or above `max_message_bytes`) is counted and closes the
+//! connection; a well-framed message that does not decode is counted and
+//! skipped. Bounds: `max_connections`, `max_message_bytes`, `idle_timeout`.
+
+use super::Decoder;
+use crate::config::TcpListenerConfig;
+use crate::pipeline::Pipeline;
+use bytes::BytesMut;
+use hepflow_sdk::hep::hep3_frame_len;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// Bind the listener.
+pub async fn bind(cfg: &TcpListenerConfig) -> std::io::Result<TcpListener> {
+    let socket = match cfg.bind {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(cfg.bind)?;
+    socket.listen(1024)
+}
+
+/// Accept connections until `stop` turns true; then wait for every
+/// connection task to hand over what it has framed and end.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: TcpListenerConfig,
+    decoder: Arc<Decoder>,
+    pipeline: Arc<Pipeline>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let m = decoder.metrics.clone();
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        // Reap finished connection tasks so the set stays bounded.
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            m.connections_rejected.inc();
+            m.log_bad(peer, "refused a TCP connection over max_connections");
+            drop(stream);
+            continue;
+        };
+        m.connections.inc();
+        m.open_connections.add(1);
+        let (decoder, pipeline, stop, cfg) =
+            (decoder.clone(), pipeline.clone(), stop.clone(), cfg.clone());
+        conns.spawn(async move {
+            connection(stream, peer, &cfg, &decoder, &pipeline, stop).await;
+            decoder.metrics.open_connections.add(-1);
+            drop(permit);
+        });
+    }
+    // Stop: every connection task sees the same signal, hands what it has
+    // already framed to the pipeline, and ends.
+    while conns.join_next().await.is_some() {}
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &TcpListenerConfig,
+    decoder: &Decoder,
+    pipeline: &Pipeline,
+    mut stop: watch::Receiver<bool>,
+) {
+    let m = &decoder.metrics;
+    let _ = stream.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        // Cut every whole frame out of the buffer.
+        let mut events = Vec::new();
+        loop {
+            let len = match hep3_frame_len(&buf) {
+                Ok(Some(len)) if len <= cfg.max_message_bytes => len,
+                Ok(Some(len)) => {
+                    m.framing_errors.inc();
+                    m.log_bad(
+                        peer,
+                        &format!(
+                            "closing TCP connection: HEP3 length {len} exceeds max_message_bytes {}",
+                            cfg.max_message_bytes
+                        ),
+                    );
+                    flush(pipeline, events).await;
+                    return;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    m.framing_errors.inc();
+                    m.decode_errors[e.reason_index()].inc();
+                    m.log_bad(
+                        peer,
+                        &format!("closing TCP connection on a framing error: {e}"),
+                    );
+                    flush(pipeline, events).await;
+                    return;
+                }
+            };
+            if buf.len() < len {
+                buf.reserve(len - buf.len());
+                break;
+            }
+            let frame = buf.split_to(len).freeze();
+            m.received.inc();
+            m.bytes.add(len as u64);
+            if let Some(ev) = decoder.decode(frame, peer, SystemTime::now()) {
+                events.push(ev);
+            }
+        }
+        flush(pipeline, events).await;
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(cfg.idle_timeout, stream.read_buf(&mut buf)) => r,
+            _ = stop.changed() => return,
+        };
+        match read {
+            Err(_) => {
+                m.idle_closed.inc();
+                return;
+            }
+            Ok(Ok(0)) => {
+                if !buf.is_empty() {
+                    m.decode_errors[0].inc();
+                    m.log_bad(
+                        peer,
+                        "TCP connection closed in the middle of a HEP3 message",
+                    );
+                }
+                return;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TCP read failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn flush(pipeline: &Pipeline, events: Vec<hepflow_sdk::Event>) {
+    if !events.is_empty() {
+        pipeline.dispatch(events).await;
+    }
+}

@@ -1,0 +1,226 @@
+//! The UDP listener: `workers` sockets bound to the same address with
+//! SO_REUSEPORT, each served by its own OS thread running a batched receive
+//! loop (`recvmmsg` on Linux). Datagrams are received into a per-thread
+//! scratch area, then packed back to back into a shared arena buffer, so an
+//! event's bytes are a slice of a large shared allocation rather than one
+//! allocation per datagram. Each received batch is decoded and handed to
+//! the pipeline in one call.
+
+use super::Decoder;
+use crate::config::UdpListenerConfig;
+use crate::pipeline::Pipeline;
+use bytes::{Bytes, BytesMut};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Size of one shared arena buffer that received datagrams are packed into.
+const ARENA_BYTES: usize = 1 << 20;
+
+/// How often a blocked receive wakes up to check for shutdown.
+const POLL: Duration = Duration::from_millis(200);
+
+fn bind_one(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    if let Err(e) = socket.set_recv_buffer_size(rcvbuf) {
+        tracing::warn!(%addr, error = %e, "could not set SO_RCVBUF");
+    }
+    socket.bind(&addr.into())?;
+    socket.set_read_timeout(Some(POLL))?;
+    Ok(socket.into())
+}
+
+/// Bind the listener's sockets (one per worker; `workers = 0` means one per
+/// core). With port 0 the first socket picks the port and the others join it.
+pub fn bind(cfg: &UdpListenerConfig) -> io::Result<Vec<UdpSocket>> {
+    let workers = if cfg.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        cfg.workers
+    };
+    let first = bind_one(cfg.bind, cfg.recv_buffer_bytes)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers {
+        sockets.push(bind_one(addr, cfg.recv_buffer_bytes)?);
+    }
+    Ok(sockets)
+}
+
+/// Start one receive thread per socket.
+pub fn spawn(
+    name: &str,
+    sockets: Vec<UdpSocket>,
+    cfg: &UdpListenerConfig,
+    decoder: Arc<Decoder>,
+    pipeline: Arc<Pipeline>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let decoder = decoder.clone();
+        let pipeline = pipeline.clone();
+        let stop = stop.clone();
+        let batch = cfg.batch_size;
+        let max = cfg.max_datagram_bytes;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("udp-{name}-{i}"))
+                .spawn(move || receive_loop(socket, batch, max, &decoder, &pipeline, &stop))?,
+        );
+    }
+    Ok(handles)
+}
+
+/// Packs datagrams into shared arena buffers.
+struct Arena {
+    buf: BytesMut,
+}
+
+impl Arena {
+    fn new() -> Self {
+        Arena {
+            buf: BytesMut::with_capacity(ARENA_BYTES),
+        }
+    }
+
+    fn store(&mut self, data: &[u8]) -> Bytes {
+        if self.buf.capacity() < data.len() {
+            self.buf = BytesMut::with_capacity(ARENA_BYTES.max(data.len()));
+        }
+        self.buf.extend_from_slice(data);
+        self.buf.split().freeze()
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn receive_loop(
+    socket: UdpSocket,
+    batch: usize,
+    max: usize,
+    decoder: &Decoder,
+    pipeline: &Pipeline,
+    stop: &AtomicBool,
+) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    // One slot per datagram, one byte longer than the largest accepted
+    // datagram so that truncation is detectable through MSG_TRUNC.
+    let slot = max + 1;
+    let mut scratch = vec![0u8; batch * slot];
+    let mut addrs: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; batch];
+    let mut iovecs: Vec<libc::iovec> = (0..batch)
+        .map(|i| libc::iovec {
+            iov_base: scratch[i * slot..].as_mut_ptr().cast(),
+            iov_len: slot,
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; batch];
+    let mut arena = Arena::new();
+    let m = &decoder.metrics;
+    while !stop.load(Ordering::Relaxed) {
+        for i in 0..batch {
+            let hdr = &mut msgs[i].msg_hdr;
+            hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdr.msg_iov = &mut iovecs[i];
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = std::ptr::null_mut();
+            hdr.msg_controllen = 0;
+            hdr.msg_flags = 0;
+            msgs[i].msg_len = 0;
+        }
+        // SAFETY: every mmsghdr points at a live iovec into `scratch` and at
+        // a live sockaddr_storage, all sized as declared, for the call.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr(),
+                batch as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.kind() {
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => continue,
+                _ => {
+                    tracing::error!(error = %err, "UDP receive failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            }
+        }
+        let now = SystemTime::now();
+        let mut events = Vec::with_capacity(n as usize);
+        for i in 0..n as usize {
+            let len = msgs[i].msg_len as usize;
+            m.received.inc();
+            m.bytes.add(len as u64);
+            // SAFETY: the kernel wrote msg_namelen bytes of a valid address.
+            let peer = unsafe { socket2::SockAddr::new(addrs[i], msgs[i].msg_hdr.msg_namelen) }
+                .as_socket()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            if len > max || msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                m.truncated.inc();
+                m.log_bad(peer, "dropped a datagram larger than max_datagram_bytes");
+                continue;
+            }
+            let raw = arena.store(&scratch[i * slot..i * slot + len]);
+            if let Some(ev) = decoder.decode(raw, peer, now) {
+                events.push(ev);
+            }
+        }
+        if !events.is_empty() {
+            pipeline.dispatch_blocking(events);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn receive_loop(
+    socket: UdpSocket,
+    _batch: usize,
+    max: usize,
+    decoder: &Decoder,
+    pipeline: &Pipeline,
+    stop: &AtomicBool,
+) {
+    let mut scratch = vec![0u8; max + 1];
+    let mut arena = Arena::new();
+    let m = &decoder.metrics;
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv_from(&mut scratch) {
+            Ok((len, peer)) => {
+                m.received.inc();
+                m.bytes.add(len as u64);
+                if len > max {
+                    m.truncated.inc();
+                    continue;
+                }
+                let raw = arena.store(&scratch[..len]);
+                if let Some(ev) = decoder.decode(raw, peer, SystemTime::now()) {
+                    pipeline.dispatch_blocking(vec![ev]);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => tracing::error!(error = %e, "UDP receive failed"),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The pipeline between ingest and sinks: routing a batch of decoded
+//! events into the per-sink queues ([`Pipeline`]), and the engine task that
+//! drains one queue into its sink ([`run_sink`]): batching, flushing,
+//! retries with capped jittered backoff, health, and the drain at shutdown.
+
+use crate::config::SinkCommon;
+use crate::queue::SinkQueue;
+use crate::route::Router;
+use hepflow_sdk::metrics::{Counter, Histogram, Registry};
+use hepflow_sdk::ratelimit::LogLimiter;
+use hepflow_sdk::sink::{Health, Sink};
+use hepflow_sdk::Event;
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// One configured sink as the pipeline sees it.
+pub struct SinkSlot {
+    /// Configured name.
+    pub name: String,
+    /// Its queue.
+    pub queue: Arc<SinkQueue>,
+    /// Its health flag.
+    pub health: Health,
+}
+
+/// Routes batches of events into the sink queues.
+pub struct Pipeline {
+    router: Router,
+    sinks: Vec<SinkSlot>,
+}
+
+impl Pipeline {
+    /// A pipeline over `sinks` (index = position) with `router`.
+    pub fn new(router: Router, sinks: Vec<SinkSlot>) -> Self {
+        Pipeline { router, sinks }
+    }
+
+    /// The sinks, in index order.
+    pub fn sinks(&self) -> &[SinkSlot] {
+        &self.sinks
+    }
+
+    fn split(&self, events: Vec<Event>) -> Vec<(usize, Vec<Event>)> {
+        let n = self.sinks.len();
+        let mut per_sink: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
+        let mut sets = Vec::with_capacity(events.len());
+        for ev in &events {
+            sets.push(self.router.route(ev));
+        }
+        // Reserve once per sink, then fill; the last holder of an event
+        // takes it by move.
+        for (i, v) in per_sink.iter_mut().enumerate() {
+            let c = sets.iter().filter(|s| s.contains(i)).count();
+            v.reserve_exact(c);
+        }
+        for (ev, set) in events.into_iter().zip(sets) {
+            let mut last = None;
+            for i in 0..n {
+                if set.contains(i) {
+                    if let Some(prev) = last.replace(i) {
+                        per_sink[prev].push(ev.clone());
+                    }
+                }
+            }
+            if let Some(i) = last {
+                per_sink[i].push(ev);
+            }
+        }
+        per_sink
+            .into_iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .collect()
+    }
+
+    /// Route and queue from a plain thread (UDP receive loops); `block`
+    /// queues make the thread wait.
+    pub fn dispatch_blocking(&self, events: Vec<Event>) {
+        for (i, batch) in self.split(events) {
+            self.sinks[i].queue.push_blocking(batch);
+        }
+    }
+
+    /// Route and queue from async code (TCP connections, Kafka source).
+    /// Returns true when every routed sink queued every message.
+    pub async fn dispatch(&self, events: Vec<Event>) -> bool {
+        let mut all = true;
+        for (i, batch) in self.split(events) {
+            let out = self.sinks[i].queue.push(batch).await;
+            all &= out.dropped == 0;
+        }
+        all
+    }
+
+    /// Close every queue (no more pushes).
+    pub fn close(&self) {
+        for s in &self.sinks {
+            s.queue.close();
+        }
+    }
+}
+
+/// Per-sink engine counters.
+struct EngineMetrics {
+    sent: Counter,
+    bytes: Counter,
+    retries: Counter,
+    dropped_undelivered: Counter,
+    latency: Histogram,
+}
+
+impl EngineMetrics {
+    fn new(r: &Registry, name: &str) -> Self {
+        EngineMetrics {
+            sent: r.counter(
+                "hepflow_sink_sent_total",
+                "Messages a sink delivered to its backend",
+                &[("sink", name)],
+            ),
+            bytes: r.counter(
+                "hepflow_sink_sent_bytes_total",
+                "Bytes a sink wrote to its backend",
+                &[("sink", name)],
+            ),
+            retries: r.counter(
+                "hepflow_sink_retries_total",
+                "Batch writes retried after a retryable failure",
+                &[("sink", name)],
+            ),
+            dropped_undelivered: r.counter(
+                "hepflow_sink_dropped_total",
+                "Messages a sink's queue dropped, by reason",
+                &[("sink", name), ("reason", "shutdown_undelivered")],
+            ),
+            latency: r.histogram(
+                "hepflow_sink_write_seconds",
+                "Time of one batch write, including plugin-internal retries",
+                &[("sink", name)],
+            ),
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter (each delay 50-100 % of the
+/// exponential value).
+pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.min(20));
+    let capped = exp.min(max);
+    let factor = rand::rng().random_range(0.5..=1.0);
+    capped.mul_f64(factor)
+}
+
+/// Everything one sink task needs.
+pub struct SinkTask {
+    /// Sink name.
+    pub name: String,
+    /// The plugin instance.
+    pub sink: Box<dyn Sink>,
+    /// Its queue.
+    pub queue: Arc<SinkQueue>,
+    /// Engine settings.
+    pub common: SinkCommon,
+    /// Health flag.
+    pub health: Health,
+    /// Metric registry.
+    pub registry: Registry,
+    /// Becomes `Some(deadline)` when shutdown starts: after it, retries
+    /// stop and what is left is counted as undelivered.
+    pub deadline: watch::Receiver<Option<Instant>>,
+}
+
+fn past(deadline: &watch::Receiver<Option<Instant>>) -> bool {
+    matches!(*deadline.borrow(), Some(d) if Instant::now() >= d)
+}
+
+/// Sleep `d`, cut short when the shutdown deadline passes.
+async fn sleep_or_deadline(d: Duration, deadline: &mut watch::Receiver<Option<Instant>>) {
+    let until = Instant::now() + d;
+    loop {
+        let current = *deadline.borrow_and_update();
+        let wake = match current {
+            Some(dl) if dl < until => dl,
+            _ => until,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake) => return,
+            changed = deadline.changed() => if changed.is_err() {
+                tokio::time::sleep_until(until).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Drain one sink's queue into the sink until the queue is closed and
+/// empty (or the shutdown deadline passes). Returns how many messages it
+/// had to give up at shutdown.
+pub async fn run_sink(mut t: SinkTask) -> u64 {
+    let m = EngineMetrics::new(&t.registry, &t.name);
+    let mut log = LogLimiter::default();
+    let (initial, max) = (t.common.retry.initial_backoff, t.common.retry.max_backoff);
+
+    // Start: retried until it works; messages queue up meanwhile.
+    let mut attempt = 0;
+    loop {
+        match t.sink.start().await {
+            Ok(()) => {
+                t.health.set_ready();
+                break;
+            }
+            Err(e) => {
+                t.health.set_unready(format!("start failed: {e}"));
+                if let Some(n) = log.allow() {
+                    tracing::warn!(sink = %t.name, error = %e, suppressed = n, "sink start failed; retrying");
+                }
+                if past(&t.deadline) {
+                    let n = t.queue.discard_remaining() as u64;
+                    m.dropped_undelivered.add(n);
+                    return n;
+                }
+                sleep_or_deadline(backoff_delay(attempt, initial, max), &mut t.deadline).await;
+                attempt += 1;
+            }
+        }
+    }
+
+    let mut batch = Vec::with_capacity(t.common.batch.max_events);
+    let mut flush_tick = tokio::time::interval(t.common.batch.flush_interval);
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dirty = false;
+    let mut undelivered = 0u64;
+    loop {
+        batch.clear();
+        let got = tokio::select! {
+            got = t.queue.pop_batch(t.common.batch.max_events, t.common.batch.max_wait, &mut batch) => got,
+            _ = flush_tick.tick() => {
+                if dirty {
+                    if let Err(e) = t.sink.flush().await {
+                        tracing::warn!(sink = %t.name, error = %e, "sink flush failed");
+                    }
+                    dirty = false;
+                }
+                continue;
+            }
+        };
+        if !got {
+            break;
+        }
+        let mut attempt = 0;
+        loop {
+            let started = std::time::Instant::now();
+            let result = t.sink.write(&batch).await;
+            m.latency.observe(started.elapsed());
+            match result {
+                Ok(d) => {
+                    m.sent.add(d.events);
+                    m.bytes.add(d.bytes);
+                    dirty = true;
+                    if attempt > 0 {
+                        t.health.set_ready();
+                        tracing::info!(sink = %t.name, attempts = attempt + 1, "sink write succeeded after retries");
+                    }
+                    break;
+                }
+                Err(e) if e.retryable => {
+                    m.retries.inc();
+                    t.health.set_unready(format!("write failing: {e}"));
+                    if let Some(n) = log.allow() {
+                        tracing::warn!(sink = %t.name, error = %e, suppressed = n, batch = batch.len(), "sink write failed; retrying with backoff");
+                    }
+                    if past(&t.deadline) {
+                        undelivered += batch.len() as u64;
+                        m.dropped_undelivered.add(batch.len() as u64);
+                        break;
+                    }
+                    sleep_or_deadline(backoff_delay(attempt, initial, max), &mut t.deadline).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    let ctx_counter = t.registry.counter(
+                        "hepflow_sink_failed_total",
+                        "Events a sink could not deliver, by reason",
+                        &[("sink", &t.name), ("reason", e.reason)],
+                    );
+                    ctx_counter.add(batch.len() as u64);
+                    if let Some(n) = log.allow() {
+                        tracing::error!(sink = %t.name, error = %e, suppressed = n, dropped = batch.len(), "sink rejected a batch; it is dropped and counted");
+                    }
+                    break;
+                }
+            }
+        }
+        if past(&t.deadline) {
+            let n = t.queue.discard_remaining() as u64;
+            undelivered += n;
+            m.dropped_undelivered.add(n);
+        }
+    }
+    if let Err(e) = t.sink.close().await {
+        tracing::warn!(sink = %t.name, error = %e, "sink close failed");
+    }
+    undelivered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let i = Duration::from_millis(100);
+        let max = Duration::from_secs(2);
+        for attempt in 0..40 {
+            let d = backoff_delay(attempt, i, max);
+            assert!(d <= max, "{d:?}");
+            let exp = i.saturating_mul(1 << attempt.min(20)).min(max);
+            assert!(d >= exp / 2, "attempt {attempt}: {d:?} < half of {exp:?}");
+        }
+    }
+}

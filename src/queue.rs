@@ -1,0 +1,360 @@
+//! The bounded queue in front of each sink.
+//!
+//! Producers (UDP receive threads, TCP connection tasks, the Kafka source)
+//! push whole batches; the sink's task pops batches. The bound is counted
+//! in messages. When the queue is full, the policy decides: `block` waits
+//! for room (a thread waits on a condition variable, a task on a `Notify`),
+//! `drop_newest` drops what does not fit and counts it. After [`SinkQueue::close`]
+//! nothing more is accepted (counted as `shutdown`), and the consumer drains
+//! what is left.
+//!
+//! Policies are a closed enum matched in one place ([`SinkQueue::admit`]),
+//! so a disk-spool policy can be added there later without touching
+//! producers or consumers.
+
+use crate::config::WhenFull;
+use hepflow_sdk::metrics::{Counter, Gauge, Registry};
+use hepflow_sdk::Event;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Counters of one queue.
+#[derive(Clone)]
+pub struct QueueMetrics {
+    /// Messages accepted into the queue.
+    pub queued: Counter,
+    /// Messages dropped because the queue was full.
+    pub dropped_full: Counter,
+    /// Messages refused because hepflow was shutting down.
+    pub dropped_shutdown: Counter,
+    /// Current depth.
+    pub depth: Gauge,
+}
+
+impl QueueMetrics {
+    /// Register the queue's series for sink `name`.
+    pub fn new(registry: &Registry, name: &str) -> Self {
+        QueueMetrics {
+            queued: registry.counter(
+                "hepflow_sink_queued_total",
+                "Messages accepted into a sink's queue",
+                &[("sink", name)],
+            ),
+            dropped_full: registry.counter(
+                "hepflow_sink_dropped_total",
+                "Messages a sink's queue dropped, by reason",
+                &[("sink", name), ("reason", "queue_full")],
+            ),
+            dropped_shutdown: registry.counter(
+                "hepflow_sink_dropped_total",
+                "Messages a sink's queue dropped, by reason",
+                &[("sink", name), ("reason", "shutdown")],
+            ),
+            depth: registry.gauge(
+                "hepflow_sink_queue_depth",
+                "Messages waiting in a sink's queue",
+                &[("sink", name)],
+            ),
+        }
+    }
+}
+
+/// One sink's bounded queue.
+pub struct SinkQueue {
+    items: Mutex<VecDeque<Event>>,
+    capacity: usize,
+    when_full: WhenFull,
+    closed: AtomicBool,
+    /// Wakes the consumer when items arrive or the queue closes.
+    not_empty: Notify,
+    /// Wakes async producers waiting for room.
+    not_full: Notify,
+    /// Wakes thread producers waiting for room.
+    not_full_cv: Condvar,
+    metrics: QueueMetrics,
+}
+
+/// How a pushed batch fared.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Messages queued.
+    pub queued: usize,
+    /// Messages dropped (full or shutting down).
+    pub dropped: usize,
+}
+
+impl SinkQueue {
+    /// A queue for at most `capacity` messages.
+    pub fn new(capacity: usize, when_full: WhenFull, metrics: QueueMetrics) -> Self {
+        SinkQueue {
+            items: Mutex::new(VecDeque::with_capacity(capacity.min(65536))),
+            capacity,
+            when_full,
+            closed: AtomicBool::new(false),
+            not_empty: Notify::new(),
+            not_full: Notify::new(),
+            not_full_cv: Condvar::new(),
+            metrics,
+        }
+    }
+
+    /// The configured bound.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Move as many of `batch` (from the front) as the policy admits into
+    /// the queue. Returns true when the caller must wait for room and call
+    /// again with what is left in `batch`.
+    fn admit(&self, batch: &mut Vec<Event>, out: &mut PushOutcome) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            let n = batch.len();
+            batch.clear();
+            self.metrics.dropped_shutdown.add(n as u64);
+            out.dropped += n;
+            return false;
+        }
+        let mut items = self.lock();
+        let room = self.capacity.saturating_sub(items.len());
+        let take = room.min(batch.len());
+        items.extend(batch.drain(..take));
+        let depth = items.len();
+        drop(items);
+        if take > 0 {
+            out.queued += take;
+            self.metrics.queued.add(take as u64);
+            self.metrics.depth.set(depth as i64);
+            self.not_empty.notify_one();
+        }
+        if batch.is_empty() {
+            return false;
+        }
+        match self.when_full {
+            WhenFull::Block => true,
+            WhenFull::DropNewest => {
+                let n = batch.len();
+                batch.clear();
+                self.metrics.dropped_full.add(n as u64);
+                out.dropped += n;
+                false
+            }
+        }
+    }
+
+    /// Push from async code; with `block`, waits (asynchronously) for room.
+    pub async fn push(&self, mut batch: Vec<Event>) -> PushOutcome {
+        let mut out = PushOutcome::default();
+        loop {
+            let notified = self.not_full.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.admit(&mut batch, &mut out) {
+                return out;
+            }
+            // Re-check periodically so a close() is noticed even if no
+            // consumer wakes us.
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+
+    /// Push from a plain thread; with `block`, the thread waits for room.
+    pub fn push_blocking(&self, mut batch: Vec<Event>) -> PushOutcome {
+        let mut out = PushOutcome::default();
+        while self.admit(&mut batch, &mut out) {
+            let items = self.lock();
+            if items.len() >= self.capacity && !self.closed.load(Ordering::Acquire) {
+                let _ = self
+                    .not_full_cv
+                    .wait_timeout(items, Duration::from_millis(100));
+            }
+        }
+        out
+    }
+
+    /// Take up to `max` messages into `out`, waiting until at least one is
+    /// there. If `max_wait` is above zero and fewer than `max` are queued,
+    /// waits up to `max_wait` for the batch to fill. Returns false once the
+    /// queue is closed and empty.
+    pub async fn pop_batch(&self, max: usize, max_wait: Duration, out: &mut Vec<Event>) -> bool {
+        loop {
+            let notified = self.not_empty.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let len = self.len();
+            if len == 0 {
+                if self.closed.load(Ordering::Acquire) {
+                    return false;
+                }
+                notified.await;
+                continue;
+            }
+            if len < max && !max_wait.is_zero() && !self.closed.load(Ordering::Acquire) {
+                let deadline = tokio::time::Instant::now() + max_wait;
+                loop {
+                    let n = self.not_empty.notified();
+                    tokio::pin!(n);
+                    n.as_mut().enable();
+                    if self.len() >= max || self.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if tokio::time::timeout_at(deadline, n).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            let mut items = self.lock();
+            let take = max.min(items.len());
+            out.extend(items.drain(..take));
+            let depth = items.len();
+            drop(items);
+            self.metrics.depth.set(depth as i64);
+            self.not_full.notify_waiters();
+            self.not_full_cv.notify_all();
+            return true;
+        }
+    }
+
+    /// Refuse further pushes and wake everyone; the consumer drains the rest.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.not_empty.notify_waiters();
+        self.not_empty.notify_one();
+        self.not_full.notify_waiters();
+        self.not_full_cv.notify_all();
+    }
+
+    /// Drop everything still queued (after the grace period), returning how
+    /// many messages that was.
+    pub fn discard_remaining(&self) -> usize {
+        let mut items = self.lock();
+        let n = items.len();
+        items.clear();
+        self.metrics.depth.set(0);
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use hepflow_sdk::{HepMessage, ReceiveMeta, Transport};
+    use std::sync::Arc;
+
+    fn ev() -> Event {
+        Event::new(
+            HepMessage::new_v3(Bytes::from_static(b"x")),
+            Bytes::new(),
+            ReceiveMeta {
+                listener: "t".into(),
+                transport: Transport::Udp,
+                peer: "127.0.0.1:1".parse().unwrap(),
+                received_at: std::time::SystemTime::now(),
+            },
+        )
+    }
+
+    fn queue(cap: usize, wf: WhenFull) -> (Arc<SinkQueue>, Registry) {
+        let r = Registry::new();
+        let q = Arc::new(SinkQueue::new(cap, wf, QueueMetrics::new(&r, "s")));
+        (q, r)
+    }
+
+    #[tokio::test]
+    async fn drop_newest_counts_what_does_not_fit() {
+        let (q, r) = queue(3, WhenFull::DropNewest);
+        let out = q.push(vec![ev(), ev(), ev(), ev(), ev()]).await;
+        assert_eq!(
+            out,
+            PushOutcome {
+                queued: 3,
+                dropped: 2
+            }
+        );
+        assert_eq!(
+            r.value(
+                "hepflow_sink_dropped_total",
+                &[("sink", "s"), ("reason", "queue_full")]
+            ),
+            Some(2.0)
+        );
+        let mut got = Vec::new();
+        assert!(q.pop_batch(10, Duration::ZERO, &mut got).await);
+        assert_eq!(got.len(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn block_waits_for_room_and_loses_nothing() {
+        let (q, _r) = queue(4, WhenFull::Block);
+        let producer = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let mut total = PushOutcome::default();
+                for _ in 0..50 {
+                    let o = q.push_blocking(vec![ev(), ev(), ev()]);
+                    total.queued += o.queued;
+                    total.dropped += o.dropped;
+                }
+                total
+            })
+        };
+        let mut seen = 0;
+        let mut buf = Vec::new();
+        while seen < 150 {
+            buf.clear();
+            assert!(q.pop_batch(2, Duration::ZERO, &mut buf).await);
+            seen += buf.len();
+        }
+        let total = producer.join().unwrap();
+        assert_eq!(
+            total,
+            PushOutcome {
+                queued: 150,
+                dropped: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn close_refuses_pushes_and_drains() {
+        let (q, _r) = queue(10, WhenFull::Block);
+        q.push(vec![ev(), ev()]).await;
+        q.close();
+        assert_eq!(q.push(vec![ev()]).await.dropped, 1);
+        let mut got = Vec::new();
+        assert!(q.pop_batch(10, Duration::from_secs(5), &mut got).await);
+        assert_eq!(got.len(), 2);
+        assert!(!q.pop_batch(10, Duration::ZERO, &mut got).await);
+    }
+
+    #[tokio::test]
+    async fn max_wait_fills_batches() {
+        let (q, _r) = queue(100, WhenFull::Block);
+        q.push(vec![ev()]).await;
+        let q2 = q.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            q2.push(vec![ev(), ev()]).await;
+        });
+        let mut got = Vec::new();
+        assert!(q.pop_batch(3, Duration::from_secs(5), &mut got).await);
+        assert_eq!(got.len(), 3);
+    }
+}

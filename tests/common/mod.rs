@@ -1,0 +1,253 @@
+//! Shared harness of the end-to-end tests: start the real `hepflow` binary
+//! on free loopback ports with a generated config, read its metrics over
+//! HTTP, read the documents its file sink wrote, stop it with SIGTERM.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a fixture under tests/fixtures.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp 0");
+        let port = t.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+/// Blocking HTTP/1.0 GET; returns status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Value of one Prometheus series (exact label set, in rendered order), or 0.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            let (name, v) = l.rsplit_once(' ')?;
+            (name == series).then(|| v.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A running hepflow process.
+pub struct Hepflow {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub api: SocketAddr,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Hepflow {
+    /// Start hepflow with UDP and TCP listeners named `udp` and `tcp`, a
+    /// file sink `files` under `<tmp>/data`, plus `extra` TOML appended
+    /// (more sinks, routes, ...). `listener_extra` is added to both
+    /// listener tables. If `extra` has no `[default_route]`, one sending
+    /// everything to `files` is added.
+    pub fn start(listener_extra: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let api_port = free_port();
+        let data = dir.path().join("data");
+        let mut config = format!(
+            r#"
+[node]
+name = "test-node"
+[api]
+bind = "127.0.0.1:{api_port}"
+[shutdown]
+grace_period = "10s"
+[listeners.udp]
+kind = "udp"
+bind = "127.0.0.1:{port}"
+workers = 2
+{listener_extra}
+[listeners.tcp]
+kind = "tcp"
+bind = "127.0.0.1:{port}"
+{listener_extra}
+[sinks.files]
+type = "file"
+path = "{}"
+{extra}
+"#,
+            data.display()
+        );
+        if !extra.contains("[default_route]") {
+            config.push_str("\n[default_route]\nsinks = [\"files\"]\n");
+        }
+        let cfg_path = dir.path().join("hepflow.toml");
+        std::fs::write(&cfg_path, config).expect("write config");
+        let log = dir.path().join("hepflow.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hepflow"))
+            .arg("run")
+            .arg("-c")
+            .arg(&cfg_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn hepflow");
+        let h = Hepflow {
+            child: Some(child),
+            dir,
+            api: ([127, 0, 0, 1], api_port).into(),
+            udp: ([127, 0, 0, 1], port).into(),
+            tcp: ([127, 0, 0, 1], port).into(),
+            log,
+        };
+        let up = wait_until(Duration::from_secs(20), || {
+            matches!(http_get(h.api, "/health"), Ok((200, _)))
+        });
+        assert!(up, "hepflow did not come up; log:\n{}", h.log_text());
+        h
+    }
+
+    /// hepflow's stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(self.api, "/metrics").expect("GET /metrics").1
+    }
+
+    /// Wait until the series reaches `want` (or time out), return its value.
+    pub fn wait_metric(&self, series: &str, want: f64) -> f64 {
+        let mut v = 0.0;
+        wait_until(Duration::from_secs(20), || {
+            v = metric(&self.metrics(), series);
+            v >= want
+        });
+        v
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                panic!(
+                    "hepflow did not exit after SIGTERM; log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every document every `.ndjson` file under `<tmp>/data` holds.
+    pub fn documents(&self) -> Vec<serde_json::Value> {
+        read_documents(&self.dir.path().join("data"))
+    }
+}
+
+impl Drop for Hepflow {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Every JSON line of every `.ndjson` file under `dir` (sorted by file name).
+pub fn read_documents(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "ndjson"));
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read ndjson");
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            docs.push(
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{}: line is not JSON ({e}): {line}", f.display())),
+            );
+        }
+    }
+    docs
+}
+
+/// The HEP messages of a corpus capture sent to port 9060: UDP datagrams
+/// one by one, TCP streams as one item each.
+pub fn corpus_messages(name: &str) -> Vec<Vec<u8>> {
+    hepflow::capture::read_port(&fixture(&format!("hep/{name}")), 9060)
+        .expect("read capture")
+        .into_iter()
+        .map(|p| p.data)
+        .collect()
+}
+
+/// The UDP corpus files and how many HEP messages each holds.
+pub const UDP_CORPUS: [(&str, usize); 6] = [
+    ("kamailio-hep3-udp.pcapng", 14),
+    ("kamailio-hep2-udp.pcapng", 14),
+    ("kamailio-hep1-udp.pcapng", 14),
+    ("sngrep-hep3-udp.pcapng", 13),
+    ("hepjs-hep3-udp.pcapng", 1),
+    ("wireshark-sample-hep3.pcap", 8),
+];
+
+/// Send datagrams to `to`, pacing lightly so loopback never drops.
+pub fn send_udp(to: SocketAddr, msgs: &[Vec<u8>]) {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+    for (i, m) in msgs.iter().enumerate() {
+        s.send_to(m, to).expect("send");
+        if i % 32 == 31 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}

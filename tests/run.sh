@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The project's whole test run, on a fresh Debian machine with only the Rust
+# toolchain: installs what the tests need (Debian packages, a Python venv,
+# npm packages), starts the real backend servers on loopback, checks
+# formatting and lints, runs every test, and stops the servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export HEPFLOW_SERVICES_DIR="${HEPFLOW_SERVICES_DIR:-/tmp/hepflow-services}"
+services=tests/services/services.sh
+
+echo "== installing test dependencies"
+bash "$services" install
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+echo "== starting backend servers"
+bash "$services" start
+trap 'bash "$services" stop >/dev/null 2>&1 || true' EXIT
+set -a
+# shellcheck disable=SC1091
+. "$HEPFLOW_SERVICES_DIR/env"
+set +a
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast
