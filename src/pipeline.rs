@@ -230,18 +230,18 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
     let mut batch = Vec::with_capacity(t.common.batch.max_events);
     let mut flush_tick = tokio::time::interval(t.common.batch.flush_interval);
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dirty = false;
     let mut undelivered = 0u64;
     loop {
         batch.clear();
         let got = tokio::select! {
             got = t.queue.pop_batch(t.common.batch.max_events, t.common.batch.max_wait, &mut batch) => got,
             _ = flush_tick.tick() => {
-                if dirty {
-                    if let Err(e) = t.sink.flush().await {
-                        tracing::warn!(sink = %t.name, error = %e, "sink flush failed");
+                // Every tick, written or not: sinks that aggregate over
+                // time (InfluxDB) or buffer internally emit from here.
+                if let Err(e) = t.sink.flush().await {
+                    if let Some(n) = log.allow() {
+                        tracing::warn!(sink = %t.name, error = %e, suppressed = n, "sink flush failed");
                     }
-                    dirty = false;
                 }
                 continue;
             }
@@ -258,7 +258,6 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                 Ok(d) => {
                     m.sent.add(d.events);
                     m.bytes.add(d.bytes);
-                    dirty = true;
                     if attempt > 0 {
                         t.health.set_ready();
                         tracing::info!(sink = %t.name, attempts = attempt + 1, "sink write succeeded after retries");
