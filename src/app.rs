@@ -169,8 +169,42 @@ pub async fn run(
                     stop_flag.clone(),
                 )?);
             }
+            ListenerConfig::Tls(t) => {
+                let tls = ingest::tls::server_config(t)
+                    .map_err(|e| anyhow::anyhow!("listeners.{name}: {e}"))?;
+                let listener = ingest::tcp::bind(t.bind).await.with_context(|| {
+                    format!(
+                        "binding listeners.{name} (tls) to {}: is another process using the port, or is the address not local?",
+                        t.bind
+                    )
+                })?;
+                let addr = listener.local_addr()?;
+                let metrics = Arc::new(ListenerMetrics::new(&registry, name, "tls"));
+                all_listener_metrics.push(metrics.clone());
+                let decoder = Arc::new(Decoder::new(
+                    name,
+                    Transport::Tls,
+                    &l.auth(),
+                    decode_opts.clone(),
+                    metrics,
+                ));
+                tracing::info!(listener = %name, %addr, mutual_tls = t.client_ca_file.is_some(), "TLS listener bound");
+                state
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((name.clone(), "tls".into(), addr));
+                tcp_tasks.push(tokio::spawn(ingest::tls::serve(
+                    listener,
+                    t.clone(),
+                    tls,
+                    decoder,
+                    pipeline.clone(),
+                    stop_rx.clone(),
+                )));
+            }
             ListenerConfig::Tcp(t) => {
-                let listener = ingest::tcp::bind(t).await.with_context(|| {
+                let listener = ingest::tcp::bind(t.bind).await.with_context(|| {
                     format!(
                         "binding listeners.{name} (tcp) to {}: is another process using the port, or is the address not local?",
                         t.bind
@@ -195,6 +229,40 @@ pub async fn run(
                 tcp_tasks.push(tokio::spawn(ingest::tcp::serve(
                     listener,
                     t.clone(),
+                    decoder,
+                    pipeline.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+            #[cfg(feature = "kafka")]
+            ListenerConfig::Kafka(k) => {
+                let source = ingest::kafka::open(name, k, &cfg.node.name, &registry)
+                    .map_err(|e| anyhow::anyhow!(e))?;
+                let metrics = Arc::new(ListenerMetrics::new(&registry, name, "kafka"));
+                all_listener_metrics.push(metrics.clone());
+                let decoder = Arc::new(Decoder::new(
+                    name,
+                    Transport::Kafka,
+                    &l.auth(),
+                    decode_opts.clone(),
+                    metrics,
+                ));
+                tracing::info!(listener = %name, brokers = %k.brokers.join(","), topics = %k.topics.join(","), group = %k.group_id, "Kafka listener consuming");
+                let dropping: Vec<&str> = cfg
+                    .sinks
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.common.queue.when_full == crate::config::WhenFull::DropNewest
+                    })
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                if !dropping.is_empty() {
+                    tracing::warn!(listener = %name, sinks = ?dropping, "these sinks drop messages when their queue is full (when_full = \"drop_newest\"): what they drop from this Kafka listener is committed and not read again; set when_full = \"block\" to pause consumption instead");
+                }
+                // Stopped and awaited with the stream listeners.
+                tcp_tasks.push(tokio::spawn(ingest::kafka::serve(
+                    source,
+                    k.clone(),
                     decoder,
                     pipeline.clone(),
                     stop_rx.clone(),

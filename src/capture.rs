@@ -149,3 +149,84 @@ pub fn read_port(path: &Path, port: u16) -> anyhow::Result<Vec<CapturedPayload>>
     }
     Ok(udp)
 }
+
+/// One direction of a TCP connection, reassembled from its segments in
+/// sequence order (retransmitted and overlapping bytes kept once).
+#[derive(Debug, Clone)]
+pub struct TcpStreamBytes {
+    /// Sender.
+    pub src: SocketAddr,
+    /// Receiver.
+    pub dst: SocketAddr,
+    /// The stream's bytes, up to the first gap.
+    pub data: Vec<u8>,
+    /// `(offset in data, capture time)` of every segment that added bytes,
+    /// offsets ascending.
+    pub marks: Vec<(usize, Duration)>,
+    /// When segments are missing from the capture: the offset in `data`
+    /// where the stream stops (bytes after a gap cannot be framed).
+    pub gap_at: Option<usize>,
+}
+
+impl TcpStreamBytes {
+    /// Capture time of the segment that holds byte `offset`.
+    pub fn time_at(&self, offset: usize) -> Duration {
+        let i = self.marks.partition_point(|(o, _)| *o <= offset);
+        self.marks
+            .get(i.saturating_sub(1))
+            .map_or(Duration::ZERO, |(_, t)| *t)
+    }
+}
+
+/// Reassemble the TCP payloads among `payloads` into one stream per
+/// direction (src, dst), in order of first appearance. Sequence numbers are
+/// taken relative to the first segment seen, so wraparound is handled;
+/// segments that were captured out of order are put back in order.
+pub fn reassemble_tcp<'a>(
+    payloads: impl IntoIterator<Item = &'a CapturedPayload>,
+) -> Vec<TcpStreamBytes> {
+    let mut order: Vec<(SocketAddr, SocketAddr)> = Vec::new();
+    let mut groups: BTreeMap<(SocketAddr, SocketAddr), Vec<&CapturedPayload>> = BTreeMap::new();
+    for p in payloads.into_iter().filter(|p| p.tcp && !p.data.is_empty()) {
+        let key = (p.src, p.dst);
+        let segs = groups.entry(key).or_default();
+        if segs.is_empty() {
+            order.push(key);
+        }
+        segs.push(p);
+    }
+    order
+        .into_iter()
+        .map(|key| {
+            let segs = groups.remove(&key).unwrap_or_default();
+            let base = segs[0].seq;
+            let mut rel: Vec<(i64, &CapturedPayload)> = segs
+                .into_iter()
+                .map(|s| (i64::from(s.seq.wrapping_sub(base) as i32), s))
+                .collect();
+            rel.sort_by_key(|(r, _)| *r);
+            let mut stream = TcpStreamBytes {
+                src: key.0,
+                dst: key.1,
+                data: Vec::new(),
+                marks: Vec::new(),
+                gap_at: None,
+            };
+            let mut end = rel[0].0;
+            for (r, s) in rel {
+                if r > end {
+                    stream.gap_at = Some(stream.data.len());
+                    break;
+                }
+                let skip = usize::try_from(end - r).unwrap_or(usize::MAX);
+                if skip >= s.data.len() {
+                    continue;
+                }
+                stream.marks.push((stream.data.len(), s.time));
+                stream.data.extend_from_slice(&s.data[skip..]);
+                end = r + s.data.len() as i64;
+            }
+            stream
+        })
+        .collect()
+}

@@ -133,7 +133,8 @@ impl Default for DecodeConfig {
     }
 }
 
-/// Authentication settings of a listener.
+/// Authentication settings of a listener, and the sender compatibility
+/// rule its decoder applies.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
     /// When set, HEP3 messages whose auth key chunk (0x0e) is missing or
@@ -142,6 +143,43 @@ pub struct AuthConfig {
     /// On a listener with `auth_key`, accept HEP v1/v2 messages (which
     /// cannot carry a key). Default false: they are refused and counted.
     pub allow_legacy_without_key: bool,
+    /// How the HEP3 capture id chunk (0x0c) is read.
+    pub capture_id_compat: CaptureIdCompat,
+}
+
+/// `capture_id_compat` of a UDP or TCP listener: how the HEP3 capture id
+/// chunk (0x0c, a big-endian u32) is read. See docs/interop.md.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureIdCompat {
+    /// As the spec says: the u32, big-endian (default).
+    #[default]
+    None,
+    /// sngrep 1.6 and sipgrep 2.1 write `htons(id)` into the u32, so id
+    /// 2002 arrives as bytes `07 d2 00 00`. With this rule a value whose
+    /// low 16 bits are zero and high 16 bits are not is read as its high 16
+    /// bits (`07 d2 00 00` = 2002), and counted in
+    /// `hepflow_capture_id_rewritten_total`. Only for listeners that receive
+    /// from such senders: a real capture id that is a multiple of 65536
+    /// would be misread.
+    Sngrep,
+}
+
+impl CaptureIdCompat {
+    /// The capture id to use for a HEP3 chunk value `raw`, or `None` when
+    /// the rule leaves it as it is.
+    pub fn rewrite(self, raw: u32) -> Option<u32> {
+        match self {
+            CaptureIdCompat::None => None,
+            CaptureIdCompat::Sngrep => looks_htons(raw).then_some(raw >> 16),
+        }
+    }
+}
+
+/// True when a capture id chunk value looks like a little-endian sender's
+/// `htons(id)` written into the u32 (low 16 bits zero, high 16 bits not).
+pub fn looks_htons(raw: u32) -> bool {
+    raw & 0xffff == 0 && raw != 0
 }
 
 /// `[listeners.NAME]` with `kind = "udp"`.
@@ -171,6 +209,11 @@ pub struct UdpListenerConfig {
     /// With `auth_key`, also accept HEP v1/v2 (which cannot carry a key).
     #[serde(default)]
     pub allow_legacy_without_key: bool,
+    /// How the HEP3 capture id chunk is read: `none` (default, as the spec
+    /// says) or `sngrep` (undo the `htons(id)` byte order of sngrep 1.6 and
+    /// sipgrep 2.1; see docs/interop.md).
+    #[serde(default)]
+    pub capture_id_compat: CaptureIdCompat,
 }
 
 fn default_rcvbuf() -> usize {
@@ -207,6 +250,48 @@ pub struct TcpListenerConfig {
     /// With `auth_key`, also accept HEP v1/v2 (which cannot carry a key).
     #[serde(default)]
     pub allow_legacy_without_key: bool,
+    /// How the HEP3 capture id chunk is read: `none` (default, as the spec
+    /// says) or `sngrep` (undo the `htons(id)` byte order of sngrep 1.6 and
+    /// sipgrep 2.1; see docs/interop.md).
+    #[serde(default)]
+    pub capture_id_compat: CaptureIdCompat,
+}
+
+/// `[listeners.NAME]` with `kind = "tls"`: HEP3 over TLS, framed like TCP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    /// Address to bind.
+    pub bind: SocketAddr,
+    /// The server certificate chain (PEM), leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// The private key of the leaf certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: std::path::PathBuf,
+    /// When set, clients must present a certificate signed by a CA in this
+    /// PEM file (mutual TLS); without it any client may connect.
+    #[serde(default)]
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// A TLS handshake that takes longer is abandoned and counted.
+    #[serde(default = "default_handshake", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Connections served at once (handshakes included).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Largest HEP3 message accepted; a larger length field closes the
+    /// connection as a framing error.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// When set, HEP3 messages whose auth key chunk (0x0e) is missing or
+    /// different are dropped and counted.
+    #[serde(default)]
+    pub auth_key: Option<Secret>,
+}
+
+fn default_handshake() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_max_connections() -> usize {
@@ -226,14 +311,22 @@ pub enum ListenerConfig {
     Udp(UdpListenerConfig),
     /// HEP3 over TCP.
     Tcp(TcpListenerConfig),
+    /// HEP3 over TLS.
+    Tls(TlsListenerConfig),
+    /// HEP messages consumed from Kafka topics in a consumer group.
+    #[cfg(feature = "kafka")]
+    Kafka(hepflow_kafka::KafkaListenerConfig),
 }
 
 impl ListenerConfig {
-    /// The bind address.
+    /// The bind address (unspecified for a kafka listener, which binds nothing).
     pub fn bind(&self) -> SocketAddr {
         match self {
             ListenerConfig::Udp(u) => u.bind,
             ListenerConfig::Tcp(t) => t.bind,
+            ListenerConfig::Tls(t) => t.bind,
+            #[cfg(feature = "kafka")]
+            ListenerConfig::Kafka(_) => SocketAddr::from(([0, 0, 0, 0], 0)),
         }
     }
     /// The auth settings.
@@ -241,10 +334,26 @@ impl ListenerConfig {
         let (key, legacy) = match self {
             ListenerConfig::Udp(u) => (&u.auth_key, u.allow_legacy_without_key),
             ListenerConfig::Tcp(t) => (&t.auth_key, t.allow_legacy_without_key),
+            ListenerConfig::Tls(t) => (&t.auth_key, false),
+            // Kafka carries what a front tier already accepted (its sink cuts
+            // the auth key out): no key check.
+            #[cfg(feature = "kafka")]
+            ListenerConfig::Kafka(_) => return AuthConfig::default(),
         };
         AuthConfig {
             auth_key: key.clone(),
             allow_legacy_without_key: legacy,
+            capture_id_compat: self.capture_id_compat(),
+        }
+    }
+    /// The listener's capture id compatibility rule (`none` for listener
+    /// kinds without the option).
+    pub fn capture_id_compat(&self) -> CaptureIdCompat {
+        match self {
+            ListenerConfig::Udp(u) => u.capture_id_compat,
+            ListenerConfig::Tcp(t) => t.capture_id_compat,
+            #[allow(unreachable_patterns)]
+            _ => CaptureIdCompat::None,
         }
     }
 }
@@ -643,11 +752,21 @@ fn listener_config(fig: &Figment, key: &str, errors: &mut Vec<String>) -> Option
     let parsed = match kind.as_ref().and_then(|k| k.as_str()) {
         Some("udp") => hepflow_sdk::sink::parse_section(key, &rest).map(ListenerConfig::Udp),
         Some("tcp") => hepflow_sdk::sink::parse_section(key, &rest).map(ListenerConfig::Tcp),
+        Some("tls") => hepflow_sdk::sink::parse_section(key, &rest).and_then(|t| {
+            crate::ingest::tls::server_config(&t).map_err(|e| format!("{key}: {e}"))?;
+            Ok(ListenerConfig::Tls(t))
+        }),
+        #[cfg(feature = "kafka")]
+        Some("kafka") => hepflow_sdk::sink::parse_section(key, &rest).map(ListenerConfig::Kafka),
+        #[cfg(not(feature = "kafka"))]
+        Some("kafka") => Err(format!(
+            "{key}.kind: this hepflow was built without the `kafka` feature; rebuild with default features (or `--features kafka`)"
+        )),
         Some(other) => Err(format!(
-            "{key}.kind: unknown listener kind `{other}` (known kinds: udp, tcp)"
+            "{key}.kind: unknown listener kind `{other}` (known kinds: udp, tcp, tls)"
         )),
         None => Err(format!(
-            "{key}.kind: missing; set kind = \"udp\" or \"tcp\""
+            "{key}.kind: missing; set kind = \"udp\", \"tcp\" or \"tls\""
         )),
     };
     parsed.map_err(|e| errors.push(e)).ok()
@@ -674,6 +793,16 @@ fn sink_config(
                 return None;
             }
         };
+    #[cfg(feature = "kafka")]
+    let mut plugin = plugin;
+    // A kafka sink's librdkafka batching defaults to the engine's batching.
+    #[cfg(feature = "kafka")]
+    hepflow_kafka::config::engine_batch_defaults(
+        &common.kind,
+        &mut plugin,
+        common.batch.max_events,
+        common.batch.max_wait,
+    );
     let plugin = serde_json::Value::Object(plugin);
     let Some(factory) = factories.iter().find(|f| f.kind() == common.kind) else {
         let known: Vec<&str> = factories.iter().map(|f| f.kind()).collect();
@@ -740,6 +869,11 @@ fn check_semantics(cfg: &Config, declared_sinks: &[String], errors: &mut Vec<Str
     }
     let mut binds: BTreeMap<(bool, SocketAddr), &str> = BTreeMap::new();
     for (name, l) in &cfg.listeners {
+        #[cfg(feature = "kafka")]
+        if let ListenerConfig::Kafka(k) = l {
+            errors.extend(k.validate(&format!("listeners.{name}")));
+            continue;
+        }
         let is_udp = matches!(l, ListenerConfig::Udp(_));
         if let Some(other) = binds.insert((is_udp, l.bind()), name) {
             errors.push(format!(
@@ -760,6 +894,22 @@ fn check_semantics(cfg: &Config, declared_sinks: &[String], errors: &mut Vec<Str
                     ));
                 }
             }
+            ListenerConfig::Tls(TlsListenerConfig {
+                max_connections,
+                max_message_bytes,
+                ..
+            }) => {
+                if *max_connections == 0 {
+                    errors.push(format!(
+                        "listeners.{name}.max_connections: must be at least 1"
+                    ));
+                }
+                if *max_message_bytes < 6 || *max_message_bytes > 65535 {
+                    errors.push(format!(
+                        "listeners.{name}.max_message_bytes: must be between 6 and 65535 (HEP3's own limit)"
+                    ));
+                }
+            }
             ListenerConfig::Tcp(t) => {
                 if t.max_connections == 0 {
                     errors.push(format!(
@@ -772,6 +922,8 @@ fn check_semantics(cfg: &Config, declared_sinks: &[String], errors: &mut Vec<Str
                     ));
                 }
             }
+            #[cfg(feature = "kafka")]
+            ListenerConfig::Kafka(_) => {}
         }
         if let Some(k) = &l.auth().auth_key {
             if k.0.is_empty() {
@@ -780,5 +932,28 @@ fn check_semantics(cfg: &Config, declared_sinks: &[String], errors: &mut Vec<Str
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod capture_id_compat_tests {
+    use super::CaptureIdCompat;
+
+    #[test]
+    fn the_sngrep_rule_reads_the_upper_half_only_when_the_lower_is_zero() {
+        let r = CaptureIdCompat::Sngrep;
+        assert_eq!(
+            r.rewrite(u32::from_be_bytes([0x07, 0xd2, 0, 0])),
+            Some(2002)
+        );
+        assert_eq!(r.rewrite(u32::from_be_bytes([0x00, 0x65, 0, 0])), Some(101));
+        assert_eq!(r.rewrite(0xffff_0000), Some(0xffff));
+        // Ids sent as the spec says are left alone, and so is 0.
+        for id in [0, 1, 2001, 0xffff, 0x0001_0001, u32::MAX] {
+            assert_eq!(r.rewrite(id), None, "{id}");
+        }
+        // The documented hazard: a genuine multiple of 65536.
+        assert_eq!(r.rewrite(131_072), Some(2));
+        assert_eq!(CaptureIdCompat::None.rewrite(0x07d2_0000), None);
     }
 }

@@ -13,5 +13,6 @@ pub mod config;
 pub mod ingest;
 pub mod pipeline;
 pub mod queue;
+pub mod replay;
 pub mod route;
 pub mod sinks;

@@ -1,8 +1,8 @@
-//! The `hepflow` command line: `run` (the default), `validate`.
+//! The `hepflow` command line: `run` (the default), `validate`, `replay`.
 
 use clap::{Args, Parser, Subcommand};
 use hepflow::config::{self, LogFormat, Overrides};
-use hepflow::{app, sinks};
+use hepflow::{app, replay, sinks};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +39,9 @@ enum Command {
     Run,
     /// Check a configuration, report every error, exit non-zero if any.
     Validate,
+    /// Send the HEP messages of a pcap/pcapng file, or its plain SIP
+    /// packets wrapped into HEPv3, to a udp:// or tcp:// HEP collector.
+    Replay(replay::ReplayArgs),
 }
 
 fn overrides(c: &Common) -> Overrides {
@@ -76,6 +79,14 @@ fn main() -> ExitCode {
         |p| p.display().to_string(),
     );
     match cli.command.unwrap_or(Command::Run) {
+        // Needs no configuration: `loaded` is not looked at.
+        Command::Replay(args) => match replay::run(&args, &mut std::io::stdout().lock()) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hepflow replay: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Validate => match loaded {
             Ok(_) => {
                 println!("{source}: OK");

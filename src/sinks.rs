@@ -8,7 +8,17 @@ use serde::Deserialize;
 
 /// Every sink type this build knows.
 pub fn factories() -> Vec<&'static dyn SinkFactory> {
-    vec![&hepflow_file::FileSinkFactory, &NullSinkFactory]
+    #[allow(unused_mut)]
+    let mut f: Vec<&'static dyn SinkFactory> = vec![
+        &hepflow_file::FileSinkFactory,
+        &hepflow_hep::HepSinkFactory,
+        &NullSinkFactory,
+    ];
+    #[cfg(feature = "kafka")]
+    f.push(&hepflow_kafka::KafkaSinkFactory);
+    f.push(&hepflow_elasticsearch::ElasticsearchSinkFactory);
+    f.push(&hepflow_influxdb::InfluxSinkFactory);
+    f
 }
 
 /// `type = "null"`: counts and discards (for benchmarks and tests).

@@ -29,7 +29,9 @@ fuzz_target!(|data: &[u8]| {
     }
     if framed.is_err() {
         assert!(
-            decoded.as_ref().map_or(true, |m| m.version != HepVersion::V3),
+            decoded
+                .as_ref()
+                .map_or(true, |m| m.version != HepVersion::V3),
             "framing error but decoded as HEP3"
         );
     }

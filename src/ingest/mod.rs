@@ -1,13 +1,16 @@
-//! Ingest: the listeners that receive HEP (UDP, TCP) and the steps every
+//! Ingest: the listeners that receive HEP (UDP, TCP, TLS) and the steps every
 //! listener shares — counting, decoding, the auth-key check — before a
 //! batch of events is handed to the [`crate::pipeline::Pipeline`].
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
-use crate::config::AuthConfig;
+use crate::config::{looks_htons, AuthConfig, CaptureIdCompat};
 use bytes::Bytes;
-use hepflow_sdk::hep::{decode, DecodeError, DecodeOptions, HepVersion};
+use hepflow_sdk::hep::{decode, DecodeError, DecodeOptions, HepMessage, HepVersion};
 use hepflow_sdk::metrics::{Counter, Gauge, Registry};
 use hepflow_sdk::ratelimit::LogLimiter;
 use hepflow_sdk::{Event, ReceiveMeta, Transport};
@@ -43,6 +46,10 @@ pub struct ListenerMetrics {
     pub idle_closed: Counter,
     /// TCP connections open now.
     pub open_connections: Gauge,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Counter,
+    /// Capture ids rewritten by the listener's `capture_id_compat` rule.
+    pub capture_id_rewritten: Counter,
     log: Mutex<LogLimiter>,
     name: String,
 }
@@ -114,6 +121,16 @@ impl ListenerMetrics {
                 "Stream connections open now",
                 &l,
             ),
+            tls_handshake_failures: r.counter(
+                "hepflow_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out",
+                &l,
+            ),
+            capture_id_rewritten: r.counter(
+                "hepflow_capture_id_rewritten_total",
+                "HEP3 capture ids rewritten by the listener's capture_id_compat rule",
+                &l,
+            ),
             log: Mutex::new(LogLimiter::default()),
             name: name.to_string(),
         }
@@ -133,6 +150,10 @@ pub struct Decoder {
     opts: DecodeOptions,
     auth_key: Option<Vec<u8>>,
     allow_legacy: bool,
+    capture_id_compat: CaptureIdCompat,
+    /// Rate limit of the hint logged when a capture id looks byte-swapped
+    /// and the listener has no compatibility rule.
+    compat_hint: Mutex<LogLimiter>,
     listener: Arc<str>,
     transport: Transport,
     /// The listener's counters.
@@ -152,16 +173,29 @@ impl Decoder {
             opts,
             auth_key: auth.auth_key.as_ref().map(|k| k.0.as_bytes().to_vec()),
             allow_legacy: auth.allow_legacy_without_key,
+            capture_id_compat: auth.capture_id_compat,
+            compat_hint: Mutex::new(LogLimiter::new(std::time::Duration::from_secs(300))),
             listener: listener.into(),
             transport,
             metrics,
         }
     }
 
-    /// Decode one whole message; `None` (counted and logged) when it is
-    /// malformed or refused.
+    /// Decode one whole message into an [`Event`]; `None` (counted and
+    /// logged) when it is malformed or refused.
     pub fn decode(&self, raw: Bytes, peer: SocketAddr, now: SystemTime) -> Option<Event> {
-        let msg = match decode(raw.clone(), &self.opts) {
+        self.decode_parts(raw, peer, now)
+            .map(|(hep, raw, meta)| Event::new(hep, raw, meta))
+    }
+
+    /// As [`Self::decode`], but return the parts, for [`Event::batch`].
+    pub fn decode_parts(
+        &self,
+        raw: Bytes,
+        peer: SocketAddr,
+        now: SystemTime,
+    ) -> Option<(HepMessage, Bytes, ReceiveMeta)> {
+        let mut msg = match decode(raw.clone(), &self.opts) {
             Ok(m) => m,
             Err(e) => {
                 self.metrics.decode_errors[e.reason_index()].inc();
@@ -190,8 +224,11 @@ impl Decoder {
                 return None;
             }
         }
+        if msg.version == HepVersion::V3 {
+            self.apply_capture_id_compat(&mut msg.capture_id, peer);
+        }
         self.metrics.decoded.inc();
-        Some(Event::new(
+        Some((
             msg,
             raw,
             ReceiveMeta {
@@ -201,5 +238,29 @@ impl Decoder {
                 received_at: now,
             },
         ))
+    }
+
+    /// The listener's `capture_id_compat` rule on a HEP3 capture id (see
+    /// [`CaptureIdCompat`]); without a rule, a value that looks like
+    /// sngrep/sipgrep's `htons(id)` is kept as sent and a hint is logged
+    /// (at most once per 5 minutes per listener).
+    fn apply_capture_id_compat(&self, capture_id: &mut u32, peer: SocketAddr) {
+        if let Some(fixed) = self.capture_id_compat.rewrite(*capture_id) {
+            *capture_id = fixed;
+            self.metrics.capture_id_rewritten.inc();
+        } else if self.capture_id_compat == CaptureIdCompat::None && looks_htons(*capture_id) {
+            let mut l = self.compat_hint.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = l.allow() {
+                tracing::info!(
+                    listener = %self.listener,
+                    %peer,
+                    suppressed = n,
+                    "capture id {} (bytes {:02x?}) looks like sngrep/sipgrep's htons(id) byte order ({}); kept as sent. If this agent is sngrep or sipgrep, set capture_id_compat = \"sngrep\" on this listener (docs/interop.md)",
+                    *capture_id,
+                    capture_id.to_be_bytes(),
+                    *capture_id >> 16
+                );
+            }
+        }
     }
 }

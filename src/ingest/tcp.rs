@@ -14,18 +14,18 @@ use hepflow_sdk::hep::hep3_frame_len;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-/// Bind the listener.
-pub async fn bind(cfg: &TcpListenerConfig) -> std::io::Result<TcpListener> {
-    let socket = match cfg.bind {
+/// Bind a stream listener (TCP, or TLS before its handshake).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
-    socket.bind(cfg.bind)?;
+    socket.bind(addr)?;
     socket.listen(1024)
 }
 
@@ -64,10 +64,14 @@ pub async fn serve(
         };
         m.connections.inc();
         m.open_connections.add(1);
-        let (decoder, pipeline, stop, cfg) =
-            (decoder.clone(), pipeline.clone(), stop.clone(), cfg.clone());
+        let (decoder, pipeline, stop) = (decoder.clone(), pipeline.clone(), stop.clone());
+        let _ = stream.set_nodelay(true);
+        let limits = StreamLimits {
+            max_message_bytes: cfg.max_message_bytes,
+            idle_timeout: cfg.idle_timeout,
+        };
         conns.spawn(async move {
-            connection(stream, peer, &cfg, &decoder, &pipeline, stop).await;
+            connection(stream, peer, limits, &decoder, &pipeline, stop).await;
             decoder.metrics.open_connections.add(-1);
             drop(permit);
         });
@@ -77,20 +81,31 @@ pub async fn serve(
     while conns.join_next().await.is_some() {}
 }
 
-async fn connection(
-    mut stream: TcpStream,
+/// Bounds of one stream connection (TCP or TLS).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Largest HEP3 message accepted.
+    pub max_message_bytes: usize,
+    /// Close after this long without data.
+    pub idle_timeout: Duration,
+}
+
+/// Serve one HEP3 stream until EOF, a framing error, idleness or `stop`.
+pub async fn connection<S: AsyncRead + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
-    cfg: &TcpListenerConfig,
+    cfg: StreamLimits,
     decoder: &Decoder,
     pipeline: &Pipeline,
     mut stop: watch::Receiver<bool>,
 ) {
     let m = &decoder.metrics;
-    let _ = stream.set_nodelay(true);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut parts = Vec::new();
     loop {
-        // Cut every whole frame out of the buffer.
-        let mut events = Vec::new();
+        // Cut every whole frame out of the buffer; the frames of one read
+        // become events in one shared allocation.
+        let now = SystemTime::now();
         loop {
             let len = match hep3_frame_len(&buf) {
                 Ok(Some(len)) if len <= cfg.max_message_bytes => len,
@@ -103,7 +118,7 @@ async fn connection(
                             cfg.max_message_bytes
                         ),
                     );
-                    flush(pipeline, events).await;
+                    flush(pipeline, &mut parts).await;
                     return;
                 }
                 Ok(None) => break,
@@ -114,7 +129,7 @@ async fn connection(
                         peer,
                         &format!("closing TCP connection on a framing error: {e}"),
                     );
-                    flush(pipeline, events).await;
+                    flush(pipeline, &mut parts).await;
                     return;
                 }
             };
@@ -125,11 +140,11 @@ async fn connection(
             let frame = buf.split_to(len).freeze();
             m.received.inc();
             m.bytes.add(len as u64);
-            if let Some(ev) = decoder.decode(frame, peer, SystemTime::now()) {
-                events.push(ev);
+            if let Some(p) = decoder.decode_parts(frame, peer, now) {
+                parts.push(p);
             }
         }
-        flush(pipeline, events).await;
+        flush(pipeline, &mut parts).await;
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
@@ -161,8 +176,17 @@ async fn connection(
     }
 }
 
-async fn flush(pipeline: &Pipeline, events: Vec<hepflow_sdk::Event>) {
-    if !events.is_empty() {
+async fn flush(
+    pipeline: &Pipeline,
+    parts: &mut Vec<(
+        hepflow_sdk::HepMessage,
+        bytes::Bytes,
+        hepflow_sdk::ReceiveMeta,
+    )>,
+) {
+    if !parts.is_empty() {
+        let mut events = Vec::with_capacity(parts.len());
+        hepflow_sdk::Event::batch(parts, &mut events);
         pipeline.dispatch(events).await;
     }
 }

@@ -3,8 +3,9 @@
 //! loop (`recvmmsg` on Linux). Datagrams are received into a per-thread
 //! scratch area, then packed back to back into a shared arena buffer, so an
 //! event's bytes are a slice of a large shared allocation rather than one
-//! allocation per datagram. Each received batch is decoded and handed to
-//! the pipeline in one call.
+//! allocation per datagram; the events of one batch share one allocation
+//! ([`ReceiveBatch`]). Each received batch is decoded and handed to the
+//! pipeline in one call.
 
 use super::Decoder;
 use crate::config::UdpListenerConfig;
@@ -86,6 +87,41 @@ struct Arena {
     buf: BytesMut,
 }
 
+/// Turns the datagrams of one receive call into events: each datagram is
+/// packed into the shared arena, decoded (its fields are slices of the
+/// arena), and the batch's events are made in one allocation. After warm-up
+/// this allocates nothing per datagram: one arena per [`ARENA_BYTES`] of
+/// traffic, and two allocations per batch in [`ReceiveBatch::take_events`].
+pub struct ReceiveBatch {
+    arena: Arena,
+    parts: Vec<(hepflow_sdk::HepMessage, Bytes, hepflow_sdk::ReceiveMeta)>,
+}
+
+impl ReceiveBatch {
+    /// A batcher for up to `batch` datagrams per receive call.
+    pub fn new(batch: usize) -> Self {
+        ReceiveBatch {
+            arena: Arena::new(),
+            parts: Vec::with_capacity(batch),
+        }
+    }
+
+    /// Store and decode one datagram (errors are counted by the decoder).
+    pub fn push(&mut self, decoder: &Decoder, data: &[u8], peer: SocketAddr, now: SystemTime) {
+        let raw = self.arena.store(data);
+        if let Some(p) = decoder.decode_parts(raw, peer, now) {
+            self.parts.push(p);
+        }
+    }
+
+    /// The events of the datagrams pushed since the last call.
+    pub fn take_events(&mut self) -> Vec<hepflow_sdk::Event> {
+        let mut events = Vec::with_capacity(self.parts.len());
+        hepflow_sdk::Event::batch(&mut self.parts, &mut events);
+        events
+    }
+}
+
 impl Arena {
     fn new() -> Self {
         Arena {
@@ -125,7 +161,7 @@ fn receive_loop(
         })
         .collect();
     let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; batch];
-    let mut arena = Arena::new();
+    let mut received = ReceiveBatch::new(batch);
     let m = &decoder.metrics;
     while !stop.load(Ordering::Relaxed) {
         for i in 0..batch {
@@ -164,7 +200,6 @@ fn receive_loop(
             }
         }
         let now = SystemTime::now();
-        let mut events = Vec::with_capacity(n as usize);
         for i in 0..n as usize {
             let len = msgs[i].msg_len as usize;
             m.received.inc();
@@ -178,11 +213,9 @@ fn receive_loop(
                 m.log_bad(peer, "dropped a datagram larger than max_datagram_bytes");
                 continue;
             }
-            let raw = arena.store(&scratch[i * slot..i * slot + len]);
-            if let Some(ev) = decoder.decode(raw, peer, now) {
-                events.push(ev);
-            }
+            received.push(decoder, &scratch[i * slot..i * slot + len], peer, now);
         }
+        let events = received.take_events();
         if !events.is_empty() {
             pipeline.dispatch_blocking(events);
         }
@@ -199,7 +232,7 @@ fn receive_loop(
     stop: &AtomicBool,
 ) {
     let mut scratch = vec![0u8; max + 1];
-    let mut arena = Arena::new();
+    let mut received = ReceiveBatch::new(1);
     let m = &decoder.metrics;
     while !stop.load(Ordering::Relaxed) {
         match socket.recv_from(&mut scratch) {
@@ -210,9 +243,10 @@ fn receive_loop(
                     m.truncated.inc();
                     continue;
                 }
-                let raw = arena.store(&scratch[..len]);
-                if let Some(ev) = decoder.decode(raw, peer, SystemTime::now()) {
-                    pipeline.dispatch_blocking(vec![ev]);
+                received.push(decoder, &scratch[..len], peer, SystemTime::now());
+                let events = received.take_events();
+                if !events.is_empty() {
+                    pipeline.dispatch_blocking(events);
                 }
             }
             Err(e)

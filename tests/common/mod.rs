@@ -86,62 +86,7 @@ impl Hepflow {
     /// listener tables. If `extra` has no `[default_route]`, one sending
     /// everything to `files` is added.
     pub fn start(listener_extra: &str, extra: &str) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let api_port = free_port();
-        let data = dir.path().join("data");
-        let mut config = format!(
-            r#"
-[node]
-name = "test-node"
-[api]
-bind = "127.0.0.1:{api_port}"
-[shutdown]
-grace_period = "10s"
-[listeners.udp]
-kind = "udp"
-bind = "127.0.0.1:{port}"
-workers = 2
-{listener_extra}
-[listeners.tcp]
-kind = "tcp"
-bind = "127.0.0.1:{port}"
-{listener_extra}
-[sinks.files]
-type = "file"
-path = "{}"
-{extra}
-"#,
-            data.display()
-        );
-        if !extra.contains("[default_route]") {
-            config.push_str("\n[default_route]\nsinks = [\"files\"]\n");
-        }
-        let cfg_path = dir.path().join("hepflow.toml");
-        std::fs::write(&cfg_path, config).expect("write config");
-        let log = dir.path().join("hepflow.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_hepflow"))
-            .arg("run")
-            .arg("-c")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn hepflow");
-        let h = Hepflow {
-            child: Some(child),
-            dir,
-            api: ([127, 0, 0, 1], api_port).into(),
-            udp: ([127, 0, 0, 1], port).into(),
-            tcp: ([127, 0, 0, 1], port).into(),
-            log,
-        };
-        let up = wait_until(Duration::from_secs(20), || {
-            matches!(http_get(h.api, "/health"), Ok((200, _)))
-        });
-        assert!(up, "hepflow did not come up; log:\n{}", h.log_text());
-        h
+        Self::start_on_port(free_port(), listener_extra, extra)
     }
 
     /// hepflow's stderr so far.
@@ -249,5 +194,67 @@ pub fn send_udp(to: SocketAddr, msgs: &[Vec<u8>]) {
         if i % 32 == 31 {
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+}
+
+impl Hepflow {
+    /// As [`Hepflow::start`], but the UDP and TCP listeners bind `port`
+    /// (to restart a receiver on the port it had before).
+    pub fn start_on_port(port: u16, listener_extra: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api_port = free_port();
+        let data = dir.path().join("data");
+        let mut config = format!(
+            r#"
+[node]
+name = "test-node"
+[api]
+bind = "127.0.0.1:{api_port}"
+[shutdown]
+grace_period = "10s"
+[listeners.udp]
+kind = "udp"
+bind = "127.0.0.1:{port}"
+workers = 2
+{listener_extra}
+[listeners.tcp]
+kind = "tcp"
+bind = "127.0.0.1:{port}"
+{listener_extra}
+[sinks.files]
+type = "file"
+path = "{}"
+{extra}
+"#,
+            data.display()
+        );
+        if !extra.contains("[default_route]") {
+            config.push_str("\n[default_route]\nsinks = [\"files\"]\n");
+        }
+        let cfg_path = dir.path().join("hepflow.toml");
+        std::fs::write(&cfg_path, config).expect("write config");
+        let log = dir.path().join("hepflow.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_hepflow"))
+            .arg("run")
+            .arg("-c")
+            .arg(&cfg_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn hepflow");
+        let h = Hepflow {
+            child: Some(child),
+            dir,
+            api: ([127, 0, 0, 1], api_port).into(),
+            udp: ([127, 0, 0, 1], port).into(),
+            tcp: ([127, 0, 0, 1], port).into(),
+            log,
+        };
+        let up = wait_until(Duration::from_secs(20), || {
+            matches!(http_get(h.api, "/health"), Ok((200, _)))
+        });
+        assert!(up, "hepflow did not come up; log:\n{}", h.log_text());
+        h
     }
 }

@@ -48,7 +48,7 @@ pub use naming::{file_name, parse_file_name, HourKey};
 pub use sink::FileSink;
 pub use writer::Clock;
 
-use hepflow_sdk::sink::{parse_section, Sink, SinkContext, SinkFactory};
+use hepflow_sdk::sink::{Sink, SinkContext, SinkFactory};
 
 /// Builds `type = "file"` sinks.
 pub struct FileSinkFactory;
@@ -56,16 +56,7 @@ pub struct FileSinkFactory;
 impl FileSinkFactory {
     /// Parse and check a config section; every problem found.
     fn parse(path: &str, config: &serde_json::Value) -> Result<FileSinkConfig, Vec<String>> {
-        // A section with nothing but the engine's keys may arrive as null.
-        let empty = serde_json::Value::Object(serde_json::Map::new());
-        let config = if config.is_null() { &empty } else { config };
-        let cfg: FileSinkConfig = parse_section(path, config).map_err(|e| vec![e])?;
-        let problems = cfg.check(path);
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(problems)
-        }
+        hepflow_sdk::sink::parse_checked(path, config, |c: &FileSinkConfig| c.check(path))
     }
 }
 

@@ -201,3 +201,23 @@ pub fn parse_section<T: serde::de::DeserializeOwned>(
         }
     })
 }
+
+/// Parse a plugin's config section with [`parse_section`] (a section with
+/// nothing but the engine's keys may arrive as `null`: read as empty), then
+/// run the plugin's own value checks; every problem found, each naming its
+/// full key path.
+pub fn parse_checked<T: serde::de::DeserializeOwned>(
+    path: &str,
+    config: &serde_json::Value,
+    check: impl FnOnce(&T) -> Vec<String>,
+) -> Result<T, Vec<String>> {
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let config = if config.is_null() { &empty } else { config };
+    let cfg: T = parse_section(path, config).map_err(|e| vec![e])?;
+    let problems = check(&cfg);
+    if problems.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(problems)
+    }
+}

@@ -1,0 +1,245 @@
+//! [`InfluxSink`]: the `Sink` the engine drives. `write` counts each batch
+//! into the aggregator (and the Prometheus state); `write` and `flush`
+//! (which the engine calls every `batch.flush_interval`, idle or not) emit
+//! the intervals that are due into the pending buffer; a background task
+//! ([`crate::sender`]) writes that buffer to the server. `close` emits the
+//! open intervals, gives the sender `close_timeout` to write everything,
+//! and counts what is left.
+//!
+//! `write` never fails: a message is delivered once it is counted. The
+//! `Delivered` of a batch counts its events and 0 bytes (the bytes sent to
+//! InfluxDB are `hepflow_influxdb_sent_bytes_total`).
+
+use crate::aggregate::{unix_ns, AggCounters, AggSettings, Aggregator};
+use crate::config::{Api, InfluxSinkConfig};
+use crate::prom::{self, PromState};
+use crate::sender::{self, Pending, SenderMetrics, SenderSettings};
+use crate::writer::Writer;
+use async_trait::async_trait;
+use hepflow_sdk::sink::{Delivered, Sink, SinkContext, SinkError};
+use hepflow_sdk::Event;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// Name of the gauge that marks which influxdb sink exports the
+/// aggregates to Prometheus (only one may: the series have no sink label).
+const PROM_CLAIM: &str = "hepflow_influxdb_prometheus_export";
+
+/// The InfluxDB sink.
+pub struct InfluxSink {
+    cfg: InfluxSinkConfig,
+    ctx: SinkContext,
+    agg: Aggregator,
+    pending: Arc<Pending>,
+    writer: Option<Writer>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    out: Vec<String>,
+    discard_points: bool,
+}
+
+impl InfluxSink {
+    /// Build (no I/O). `path` is the section's key path, for errors.
+    pub fn new(cfg: InfluxSinkConfig, ctx: SinkContext, path: &str) -> Result<Self, String> {
+        let writer = Writer::new(&cfg, path)?;
+        let sink = ctx.name.to_string();
+        let prom_state = if cfg.prometheus {
+            let taken = ctx.registry.value(PROM_CLAIM, &[]).is_some_and(|v| v > 0.0);
+            if taken {
+                tracing::warn!(
+                    sink = %sink,
+                    "another influxdb sink already exposes the aggregates on /metrics; set prometheus = false on this one to silence this"
+                );
+                None
+            } else {
+                ctx.registry
+                    .gauge(
+                        PROM_CLAIM,
+                        "1 when an influxdb sink exposes the HEP/SIP/RTCP aggregates on /metrics",
+                        &[],
+                    )
+                    .set(1);
+                let st = Arc::new(Mutex::new(PromState::new(
+                    &cfg.tags,
+                    cfg.max_series,
+                    &ctx.registry,
+                    &sink,
+                )));
+                prom::register(&ctx.registry, st.clone());
+                Some(st)
+            }
+        } else {
+            None
+        };
+        let counters = AggCounters {
+            rtcp_unparsed: ctx.registry.counter(
+                "hepflow_influxdb_rtcp_unparsed_total",
+                "RTCP (HEP type 5) payloads that were not the expected JSON report",
+                &[("sink", &sink)],
+            ),
+            unencodable: ctx.registry.counter(
+                "hepflow_influxdb_unencodable_total",
+                "Points that could not be written as line protocol",
+                &[("sink", &sink)],
+            ),
+        };
+        let settings = AggSettings {
+            interval_ns: cfg.interval.as_nanos() as i64,
+            lateness_ns: cfg.lateness.as_nanos() as i64,
+            mode: cfg.mode,
+            optional: cfg.tags.clone(),
+            prefix_v4: cfg.net_prefix_v4,
+            prefix_v6: cfg.net_prefix_v6,
+            extra_tags: cfg
+                .extra_tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            max_series: cfg.max_series,
+            hepflow_node: ctx.node_name.to_string(),
+        };
+        let agg = Aggregator::new(settings, &ctx.registry, &sink, counters, prom_state);
+        let pending = Arc::new(Pending::new(
+            cfg.max_pending_points,
+            cfg.when_pending_full,
+            SenderMetrics::new(&ctx.registry, &sink),
+        ));
+        Ok(InfluxSink {
+            discard_points: cfg.api == Api::None,
+            cfg,
+            ctx,
+            agg,
+            pending,
+            writer,
+            task: None,
+            out: Vec::new(),
+        })
+    }
+
+    /// The hub's cumulative decode errors: (listener, reason, total).
+    fn decode_error_totals(&self) -> Vec<(String, String, u64)> {
+        let snap = self.ctx.registry.snapshot_json();
+        let Some(list) = snap
+            .get(crate::schema::PROM_DECODE_ERRORS)
+            .and_then(|v| v.as_array())
+        else {
+            return Vec::new();
+        };
+        list.iter()
+            .filter_map(|s| {
+                let l = s.get("labels")?;
+                Some((
+                    l.get("listener")?.as_str()?.to_string(),
+                    l.get("reason")?.as_str()?.to_string(),
+                    s.get("value")?.as_f64()? as u64,
+                ))
+            })
+            .collect()
+    }
+
+    /// Emit what is due (everything when `all`) into the pending buffer.
+    fn emit(&mut self, all: bool) {
+        let now = unix_ns(SystemTime::now());
+        self.agg.emit_due(now, all, &mut self.out);
+        if self.cfg.mode.aggregates() && !self.discard_points {
+            let stamp = if all {
+                // The interval in progress at shutdown.
+                Some(now - now.rem_euclid(self.cfg.interval.as_nanos() as i64))
+            } else {
+                self.agg.decode_errors_due(now)
+            };
+            if let Some(ts) = stamp {
+                let totals = self.decode_error_totals();
+                self.agg.decode_errors(&totals, ts, &mut self.out);
+            }
+        }
+        self.hand_over();
+    }
+
+    fn hand_over(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let lines = std::mem::take(&mut self.out);
+        if !self.discard_points {
+            self.pending.push(lines);
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for InfluxSink {
+    async fn start(&mut self) -> Result<(), SinkError> {
+        if self.task.is_some() {
+            return Ok(());
+        }
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let settings = SenderSettings {
+            sink: self.ctx.name.to_string(),
+            target: self.cfg.target(),
+            max_points_per_request: self.cfg.max_points_per_request,
+            backoff_initial: self.cfg.backoff_initial,
+            backoff_max: self.cfg.backoff_max,
+            health_interval: self.cfg.health_interval,
+        };
+        self.task = Some(tokio::spawn(sender::run(
+            writer,
+            self.pending.clone(),
+            settings,
+            self.ctx.health.clone(),
+        )));
+        tracing::info!(
+            sink = %self.ctx.name,
+            api = ?self.cfg.api,
+            target = %self.cfg.target(),
+            interval = ?self.cfg.interval,
+            mode = ?self.cfg.mode,
+            "influxdb sink started"
+        );
+        Ok(())
+    }
+
+    async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError> {
+        let now = unix_ns(SystemTime::now());
+        self.agg.ingest(batch, now, &mut self.out);
+        self.emit(false);
+        Ok(Delivered {
+            events: batch.len() as u64,
+            bytes: 0,
+        })
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        self.emit(false);
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.emit(true);
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        self.pending.wake();
+        let deadline = tokio::time::Instant::now() + self.cfg.close_timeout;
+        while self.pending.outstanding() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+        let _ = task.await;
+        let left = self.pending.discard_all();
+        if left > 0 {
+            tracing::warn!(
+                sink = %self.ctx.name,
+                target = %self.cfg.target(),
+                points = left,
+                "influxdb sink closed with points not written (counted as dropped, reason shutdown); raise close_timeout if the server was reachable"
+            );
+            return Err(SinkError::fatal(
+                "shutdown",
+                format!("{left} points could not be written before close_timeout"),
+            ));
+        }
+        Ok(())
+    }
+}
