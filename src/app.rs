@@ -303,19 +303,35 @@ pub async fn run(
     state.listeners_bound.store(false, Ordering::Relaxed);
     stop_flag.store(true, Ordering::Relaxed);
     let _ = stop_tx.send(true);
-    for t in tcp_tasks {
-        let _ = t.await;
-    }
-    let _ = tokio::task::spawn_blocking(move || {
-        for h in udp_threads {
-            let _ = h.join();
+    // One deadline for the whole shutdown: listeners hand over what they
+    // have already received, then the queues drain into the sinks.
+    let deadline = Instant::now() + grace;
+    let listeners_done = async move {
+        for t in tcp_tasks {
+            let _ = t.await;
         }
-    })
-    .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            for h in udp_threads {
+                let _ = h.join();
+            }
+        })
+        .await;
+    };
+    tokio::pin!(listeners_done);
+    if tokio::time::timeout_at(deadline, &mut listeners_done)
+        .await
+        .is_err()
+    {
+        // A listener waiting for room in a full `block` queue whose sink
+        // does not drain: closing the queues makes it give up (what they
+        // refuse is counted as dropped, reason "shutdown").
+        tracing::warn!("listeners still waiting for queue room at the end of the grace period; closing the queues");
+        pipeline.close();
+        listeners_done.await;
+    }
 
     // Drain.
     pipeline.close();
-    let deadline = Instant::now() + grace;
     let _ = deadline_tx.send(Some(deadline));
     let mut undelivered = 0u64;
     for (handle, slot) in sink_handles.into_iter().zip(pipeline.sinks()) {

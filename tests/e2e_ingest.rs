@@ -430,3 +430,44 @@ bind = "[::1]:{port}"
     assert_eq!(docs.iter().filter(|d| d["listener"] == "udp6").count(), 13);
     assert_eq!(docs.iter().filter(|d| d["listener"] == "tcp6").count(), 14);
 }
+
+#[test]
+fn sigterm_with_a_blocked_listener_ends_within_the_grace_period() {
+    // A `block` queue in front of a sink that never drains: the TCP
+    // connection waits for room. SIGTERM must still end hepflow (after the
+    // grace period), counting what was never delivered.
+    let mut h = Hepflow::start(
+        "",
+        r#"
+[sinks.stuck]
+type = "null"
+stall = true
+queue = { capacity = 10, when_full = "block" }
+[default_route]
+sinks = ["stuck"]
+"#,
+    );
+    let stream = tcp_stream();
+    let addr = h.tcp;
+    let sender = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        for _ in 0..200 {
+            if s.write_all(&stream).is_err() {
+                break;
+            }
+        }
+    });
+    // The queue is full and the connection is blocked on it.
+    assert_eq!(
+        h.wait_metric(r#"hepflow_sink_queue_depth{sink="stuck"}"#, 10.0),
+        10.0,
+        "log:\n{}",
+        h.log_text()
+    );
+    let status = h.stop();
+    assert!(status.success(), "log:\n{}", h.log_text());
+    let log = h.log_text();
+    assert!(log.contains("closing the queues"), "{log}");
+    assert!(log.contains("undelivered"), "{log}");
+    let _ = sender.join();
+}
