@@ -471,3 +471,50 @@ sinks = ["stuck"]
     assert!(log.contains("undelivered"), "{log}");
     let _ = sender.join();
 }
+
+#[test]
+fn connections_over_max_connections_are_refused_and_counted() {
+    let port = free_port();
+    let mut h = Hepflow::start(
+        "",
+        &format!(
+            "[listeners.tcp1]\nkind = \"tcp\"\nbind = \"127.0.0.1:{port}\"\nmax_connections = 1\n"
+        ),
+    );
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let first = TcpStream::connect(addr).unwrap();
+    assert_eq!(
+        h.wait_metric(
+            r#"hepflow_connections_open{listener="tcp1",transport="tcp"}"#,
+            1.0
+        ),
+        1.0
+    );
+    // The second is accepted by the kernel, then closed by hepflow.
+    let mut second = TcpStream::connect(addr).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    let n = std::io::Read::read(&mut second, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the connection over the limit is closed");
+    assert_eq!(
+        h.wait_metric(
+            r#"hepflow_connections_rejected_total{listener="tcp1",transport="tcp"}"#,
+            1.0
+        ),
+        1.0
+    );
+    // The first still works.
+    let mut first = first;
+    first.write_all(&tcp_stream()).unwrap();
+    drop(first);
+    assert_eq!(
+        h.wait_metric(
+            r#"hepflow_decoded_total{listener="tcp1",transport="tcp"}"#,
+            14.0
+        ),
+        14.0
+    );
+    assert!(h.stop().success());
+}

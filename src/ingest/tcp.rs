@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 /// Bind a stream listener (TCP, or TLS before its handshake).
@@ -29,16 +29,23 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-/// Accept connections until `stop` turns true; then wait for every
-/// connection task to hand over what it has framed and end.
-pub async fn serve(
+/// Accept stream connections until `stop` turns true, at most
+/// `max_connections` at once (more are closed at once and counted); each
+/// accepted connection is served by `serve_one` in its own task, holding
+/// its connection slot until it ends. On stop, waits for every connection
+/// task to hand over what it has framed and end. Shared by TCP and TLS.
+pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    cfg: TcpListenerConfig,
+    max_connections: usize,
     decoder: Arc<Decoder>,
-    pipeline: Arc<Pipeline>,
     mut stop: watch::Receiver<bool>,
-) {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    kind: &'static str,
+    serve_one: F,
+) where
+    F: Fn(TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(max_connections));
     let m = decoder.metrics.clone();
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -51,34 +58,64 @@ pub async fn serve(
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(error = %e, "TCP accept failed");
+                tracing::warn!(error = %e, "{kind} accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             m.connections_rejected.inc();
-            m.log_bad(peer, "refused a TCP connection over max_connections");
+            m.log_bad(
+                peer,
+                &format!("refused a {kind} connection over max_connections"),
+            );
             drop(stream);
             continue;
         };
-        m.connections.inc();
-        m.open_connections.add(1);
-        let (decoder, pipeline, stop) = (decoder.clone(), pipeline.clone(), stop.clone());
         let _ = stream.set_nodelay(true);
-        let limits = StreamLimits {
-            max_message_bytes: cfg.max_message_bytes,
-            idle_timeout: cfg.idle_timeout,
-        };
+        let task = serve_one(stream, peer);
         conns.spawn(async move {
-            connection(stream, peer, limits, &decoder, &pipeline, stop).await;
-            decoder.metrics.open_connections.add(-1);
+            task.await;
             drop(permit);
         });
     }
     // Stop: every connection task sees the same signal, hands what it has
     // already framed to the pipeline, and ends.
     while conns.join_next().await.is_some() {}
+}
+
+/// Accept TCP connections until `stop` turns true; then wait for every
+/// connection task to hand over what it has framed and end.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: TcpListenerConfig,
+    decoder: Arc<Decoder>,
+    pipeline: Arc<Pipeline>,
+    stop: watch::Receiver<bool>,
+) {
+    let limits = StreamLimits {
+        max_message_bytes: cfg.max_message_bytes,
+        idle_timeout: cfg.idle_timeout,
+    };
+    let d = decoder.clone();
+    let s = stop.clone();
+    accept_loop(
+        listener,
+        cfg.max_connections,
+        decoder,
+        stop,
+        "TCP",
+        move |stream, peer| {
+            let (decoder, pipeline, stop) = (d.clone(), pipeline.clone(), s.clone());
+            async move {
+                decoder.metrics.connections.inc();
+                decoder.metrics.open_connections.add(1);
+                connection(stream, peer, limits, &decoder, &pipeline, stop).await;
+                decoder.metrics.open_connections.add(-1);
+            }
+        },
+    )
+    .await;
 }
 
 /// Bounds of one stream connection (TCP or TLS).

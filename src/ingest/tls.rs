@@ -4,7 +4,7 @@
 //! stream reader as TCP ([`super::tcp::connection`]). Handshakes are bounded
 //! by `handshake_timeout` and count against `max_connections`.
 
-use super::tcp::{connection, StreamLimits};
+use super::tcp::{accept_loop, connection, StreamLimits};
 use super::Decoder;
 use crate::config::TlsListenerConfig;
 use crate::pipeline::Pipeline;
@@ -12,9 +12,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -76,70 +75,53 @@ pub fn server_config(cfg: &TlsListenerConfig) -> Result<Arc<ServerConfig>, Strin
 }
 
 /// Accept TLS connections until `stop` turns true; then wait for every
-/// connection task to end.
+/// connection task to end. The handshake runs in the connection's task,
+/// bounded by `handshake_timeout`, and holds a connection slot.
 pub async fn serve(
     listener: TcpListener,
     cfg: TlsListenerConfig,
     tls: Arc<ServerConfig>,
     decoder: Arc<Decoder>,
     pipeline: Arc<Pipeline>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
-    let m = decoder.metrics.clone();
     let limits = StreamLimits {
         max_message_bytes: cfg.max_message_bytes,
         idle_timeout: cfg.idle_timeout,
     };
-    let mut conns = tokio::task::JoinSet::new();
-    loop {
-        while conns.try_join_next().is_some() {}
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "TLS accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            m.connections_rejected.inc();
-            m.log_bad(peer, "refused a TLS connection over max_connections");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let (acceptor, decoder, pipeline, stop) = (
-            acceptor.clone(),
-            decoder.clone(),
-            pipeline.clone(),
-            stop.clone(),
-        );
-        let handshake_timeout = cfg.handshake_timeout;
-        conns.spawn(async move {
-            let m = &decoder.metrics;
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => {
-                    m.connections.inc();
-                    m.open_connections.add(1);
-                    connection(tls, peer, limits, &decoder, &pipeline, stop).await;
-                    m.open_connections.add(-1);
-                }
-                Ok(Err(e)) => {
-                    m.tls_handshake_failures.inc();
-                    m.log_bad(peer, &format!("TLS handshake failed: {e}"));
-                }
-                Err(_) => {
-                    m.tls_handshake_failures.inc();
-                    m.log_bad(peer, "TLS handshake timed out");
+    let handshake_timeout = cfg.handshake_timeout;
+    let d = decoder.clone();
+    let s = stop.clone();
+    accept_loop(
+        listener,
+        cfg.max_connections,
+        decoder,
+        stop,
+        "TLS",
+        move |stream, peer| {
+            let (acceptor, decoder, pipeline, stop) =
+                (acceptor.clone(), d.clone(), pipeline.clone(), s.clone());
+            async move {
+                let m = &decoder.metrics;
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        m.connections.inc();
+                        m.open_connections.add(1);
+                        connection(tls, peer, limits, &decoder, &pipeline, stop).await;
+                        m.open_connections.add(-1);
+                    }
+                    Ok(Err(e)) => {
+                        m.tls_handshake_failures.inc();
+                        m.log_bad(peer, &format!("TLS handshake failed: {e}"));
+                    }
+                    Err(_) => {
+                        m.tls_handshake_failures.inc();
+                        m.log_bad(peer, "TLS handshake timed out");
+                    }
                 }
             }
-            drop(permit);
-        });
-    }
-    while conns.join_next().await.is_some() {}
+        },
+    )
+    .await;
 }
