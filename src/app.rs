@@ -7,7 +7,7 @@
 use crate::api::{self, ApiState};
 use crate::config::{Config, ListenerConfig};
 use crate::ingest::{self, Decoder, ListenerMetrics};
-use crate::pipeline::{run_sink, Pipeline, SinkSlot, SinkTask};
+use crate::pipeline::{run_sink, undelivered_counter, Pipeline, SinkSlot, SinkTask};
 use crate::queue::{QueueMetrics, SinkQueue};
 use crate::route::Router;
 use crate::sinks;
@@ -340,19 +340,15 @@ pub async fn run(
             Ok(Ok(n)) => undelivered += n,
             Ok(Err(e)) => {
                 tracing::error!(sink = %slot.name, error = %e, "sink task failed");
-                undelivered += slot.queue.discard_remaining() as u64;
+                let n = slot.queue.discard_remaining() as u64;
+                undelivered_counter(&registry, &slot.name).add(n);
+                undelivered += n;
             }
             Err(_) => {
                 abort.abort();
                 let n = slot.queue.discard_remaining() as u64;
                 tracing::warn!(sink = %slot.name, undelivered = n, "sink did not drain within the grace period");
-                registry
-                    .counter(
-                        "hepflow_sink_dropped_total",
-                        "Messages a sink's queue dropped, by reason",
-                        &[("sink", &slot.name), ("reason", "shutdown_undelivered")],
-                    )
-                    .add(n);
+                undelivered_counter(&registry, &slot.name).add(n);
                 undelivered += n;
             }
         }

@@ -130,11 +130,7 @@ impl EngineMetrics {
                 "Batch writes retried after a retryable failure",
                 &[("sink", name)],
             ),
-            dropped_undelivered: r.counter(
-                "hepflow_sink_dropped_total",
-                "Messages a sink's queue dropped, by reason",
-                &[("sink", name), ("reason", "shutdown_undelivered")],
-            ),
+            dropped_undelivered: undelivered_counter(r, name),
             latency: r.histogram(
                 "hepflow_sink_write_seconds",
                 "Time of one batch write, including plugin-internal retries",
@@ -142,6 +138,16 @@ impl EngineMetrics {
             ),
         }
     }
+}
+
+/// `hepflow_sink_dropped_total{reason="shutdown_undelivered"}`: messages
+/// still queued (or in a failing write) when the shutdown deadline passed.
+pub fn undelivered_counter(r: &Registry, sink: &str) -> Counter {
+    r.counter(
+        "hepflow_sink_dropped_total",
+        "Messages a sink's queue dropped, by reason",
+        &[("sink", sink), ("reason", "shutdown_undelivered")],
+    )
 }
 
 /// Capped exponential backoff with jitter (each delay 50-100 % of the
@@ -279,12 +285,8 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                     attempt += 1;
                 }
                 Err(e) => {
-                    let ctx_counter = t.registry.counter(
-                        "hepflow_sink_failed_total",
-                        "Events a sink could not deliver, by reason",
-                        &[("sink", &t.name), ("reason", e.reason)],
-                    );
-                    ctx_counter.add(batch.len() as u64);
+                    hepflow_sdk::sink::failed_counter(&t.registry, &t.name, e.reason)
+                        .add(batch.len() as u64);
                     if let Some(n) = log.allow() {
                         tracing::error!(sink = %t.name, error = %e, suppressed = n, dropped = batch.len(), "sink rejected a batch; it is dropped and counted");
                     }

@@ -156,12 +156,19 @@ impl SinkContext {
 
     /// The counter behind [`Self::failed`] for one reason.
     pub fn failed_counter(&self, reason: &str) -> Counter {
-        self.registry.counter(
-            "hepflow_sink_failed_total",
-            "Events a sink could not deliver, by reason",
-            &[("sink", &self.name), ("reason", reason)],
-        )
+        failed_counter(&self.registry, &self.name, reason)
     }
+}
+
+/// `hepflow_sink_failed_total{sink, reason}`: events a sink gave up on,
+/// counted by the plugin ([`SinkContext::failed`]) or by the engine (a batch
+/// rejected with a fatal [`SinkError`]).
+pub fn failed_counter(registry: &Registry, sink: &str, reason: &str) -> Counter {
+    registry.counter(
+        "hepflow_sink_failed_total",
+        "Events a sink could not deliver, by reason",
+        &[("sink", sink), ("reason", reason)],
+    )
 }
 
 /// How the engine finds and builds a sink of one `type`. Each plugin crate
