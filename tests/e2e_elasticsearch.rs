@@ -35,6 +35,7 @@
 
 mod common;
 
+use common::pki::TestPki;
 use common::*;
 use hepflow_sdk::hep::{decode, proto_type_name, DecodeOptions};
 use hepflow_sdk::sip::SipSummary;
@@ -254,6 +255,34 @@ fn expected(prefix: &str, msgs: &[Vec<u8>]) -> Expected {
     Expected { index, call_ids }
 }
 
+/// Each Call-ID of `exp` is counted under `pattern` as often as it was sent.
+fn assert_call_ids(url: &str, pattern: &str, exp: &Expected) {
+    for (cid, k) in &exp.call_ids {
+        assert_eq!(
+            count(url, pattern, Some(json!({"term": {"call_id": cid}}))),
+            *k,
+            "{cid}"
+        );
+    }
+}
+
+/// Every message arrived once: `n` documents under `pattern` with `n`
+/// distinct ids, each Call-ID as often as it was sent. Returns the
+/// documents (`_index`, `_id`, `_source`).
+fn assert_each_once(
+    url: &str,
+    pattern: &str,
+    n: usize,
+    exp: &Expected,
+) -> Vec<(String, String, Value)> {
+    assert_eq!(count(url, pattern, None), n as u64, "each message once");
+    let hits = search_all(url, pattern);
+    let ids: BTreeSet<&str> = hits.iter().map(|(_, id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), n, "distinct ids");
+    assert_call_ids(url, pattern, exp);
+    hits
+}
+
 fn canonical(v: &Value) -> String {
     // serde_json maps are sorted by key: to_string is canonical.
     v.to_string()
@@ -339,6 +368,9 @@ fn check_corpus_indexed(url: &str, h: &Hepflow, prefix: &str, exp: &Expected) {
     }
 }
 
+/// The sent counter of the sink `search` every test configures.
+const SENT: &str = "hepflow_sink_sent_total{sink=\"search\"}";
+
 fn metric_of(h: &Hepflow, series: &str) -> f64 {
     metric(&h.metrics(), series)
 }
@@ -396,12 +428,7 @@ sinks = ["files", "search"]
     let exp = expected(&p, &msgs);
     send_udp(h.udp, &msgs);
     let n = msgs.len() as f64;
-    assert_eq!(
-        h.wait_metric("hepflow_sink_sent_total{sink=\"search\"}", n),
-        n,
-        "log:\n{}",
-        h.log_text()
-    );
+    h.expect_metric(SENT, n);
     check_corpus_indexed(&url, &h, &p, &exp);
     let m = h.metrics();
     assert_eq!(
@@ -487,12 +514,7 @@ sinks = ["files", "search"]
     let exp = expected(&p, &msgs);
     send_udp(h.udp, &msgs);
     let n = msgs.len() as f64;
-    assert_eq!(
-        h.wait_metric("hepflow_sink_sent_total{sink=\"search\"}", n),
-        n,
-        "log:\n{}",
-        h.log_text()
-    );
+    h.expect_metric(SENT, n);
     let m = h.metrics();
     // gzip: fewer bytes on the wire than in the body.
     let body = metric(&m, "hepflow_es_bulk_bytes_total{sink=\"search\"}");
@@ -520,13 +542,7 @@ sinks = ["files", "search"]
     // Counts, Call-IDs and mappings (the pipeline field aside).
     let total: u64 = exp.index.values().sum();
     assert_eq!(count(&url, &pattern, None), total);
-    for (cid, n) in &exp.call_ids {
-        assert_eq!(
-            count(&url, &pattern, Some(json!({"term": {"call_id": cid}}))),
-            *n,
-            "{cid}"
-        );
-    }
+    assert_call_ids(&url, &pattern, &exp);
     for (idx, n) in &exp.index {
         assert_eq!(count(&url, idx, None), *n, "{idx}");
         let (_, mp) = es(&url, "GET", &format!("/{idx}/_mapping"), None);
@@ -580,15 +596,11 @@ sinks = ["search"]
     );
     let mut h = Hepflow::start("", &extra);
     send_udp(h.udp, &msgs);
-    let dl = h.wait_metric(
+    h.expect_metric(
         "hepflow_sink_failed_total{sink=\"search\",reason=\"dead_lettered\"}",
         sip_n as f64,
     );
-    assert_eq!(dl, sip_n as f64, "log:\n{}", h.log_text());
-    assert_eq!(
-        h.wait_metric("hepflow_sink_sent_total{sink=\"search\"}", 1.0),
-        1.0
-    );
+    h.expect_metric(SENT, 1.0);
     let m = h.metrics();
     assert_eq!(
         metric(&m, "hepflow_es_dead_lettered_total{sink=\"search\"}"),
@@ -707,10 +719,7 @@ sinks = ["search"]
     while started_down.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(
-        metric_of(&h, "hepflow_sink_sent_total{sink=\"search\"}"),
-        0.0
-    );
+    assert_eq!(metric_of(&h, SENT), 0.0);
     assert!(metric_of(&h, "hepflow_sink_queued_total{sink=\"search\"}") >= 1.0);
     // Up, 10 s later, on the configured port.
     let child = Command::new(&bin)
@@ -725,22 +734,12 @@ sinks = ["search"]
     let n = msgs.len() as f64;
     let mut sent = 0.0;
     wait_until(Duration::from_secs(60), || {
-        sent = metric_of(&h, "hepflow_sink_sent_total{sink=\"search\"}");
+        sent = metric_of(&h, SENT);
         sent >= n
     });
     assert_eq!(sent, n, "log:\n{}", h.log_text());
     let pattern = format!("{p}-*");
-    assert_eq!(count(&url, &pattern, None), n as u64, "each message once");
-    let hits = search_all(&url, &pattern);
-    let ids: BTreeSet<&str> = hits.iter().map(|(_, id, _)| id.as_str()).collect();
-    assert_eq!(ids.len(), msgs.len(), "distinct ids");
-    for (cid, k) in &exp.call_ids {
-        assert_eq!(
-            count(&url, &pattern, Some(json!({"term": {"call_id": cid}}))),
-            *k,
-            "{cid}"
-        );
-    }
+    let hits = assert_each_once(&url, &pattern, msgs.len(), &exp);
     let mut per_index = BTreeMap::new();
     for (idx, _, _) in &hits {
         *per_index.entry(idx.clone()).or_insert(0u64) += 1;
@@ -1025,25 +1024,10 @@ sinks = ["search"]
     let exp = expected(&p, &msgs);
     send_udp(h.udp, &msgs);
     let n = msgs.len() as f64;
-    assert_eq!(
-        h.wait_metric("hepflow_sink_sent_total{sink=\"search\"}", n),
-        n,
-        "log:\n{}",
-        h.log_text()
-    );
+    h.expect_metric(SENT, n);
     // Every message once in the real server.
     let pattern = format!("{p}-*");
-    assert_eq!(count(&url, &pattern, None), n as u64);
-    let hits = search_all(&url, &pattern);
-    let ids: BTreeSet<&str> = hits.iter().map(|(_, id, _)| id.as_str()).collect();
-    assert_eq!(ids.len(), msgs.len());
-    for (cid, k) in &exp.call_ids {
-        assert_eq!(
-            count(&url, &pattern, Some(json!({"term": {"call_id": cid}}))),
-            *k,
-            "{cid}"
-        );
-    }
+    assert_each_once(&url, &pattern, msgs.len(), &exp);
     // The counters tell what happened.
     let s = proxy.stats.lock().unwrap();
     assert_eq!(s.storms, 4);
@@ -1143,10 +1127,7 @@ const API_KEY: &str = "VnVhQ2ZHY0JDZGJrUW0tZTVhT3g6dWkybHAyYXhUTm1zeWFrdzl0dk5ud
 
 #[test]
 fn validate_rejects_missing_urls_and_a_bad_index_pattern() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("bad.toml");
-    std::fs::write(
-        &cfg,
+    let (code, err) = validate_config(
         r#"
 [listeners.udp]
 kind = "udp"
@@ -1161,17 +1142,8 @@ index = "hep-%M"
 [default_route]
 sinks = ["search", "search2"]
 "#,
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hepflow"))
-        .args(["validate", "-c"])
-        .arg(&cfg)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    let err =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    );
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("sinks.search.urls is empty: give at least one Elasticsearch/OpenSearch URL"),
         "{err}"
@@ -1193,43 +1165,6 @@ sinks = ["search", "search2"]
 
 // ------------------------------------------------------------------ TLS
 
-struct TestPki {
-    ca_pem: String,
-    server_der: Vec<u8>,
-    server_key_der: Vec<u8>,
-    ca_der: Vec<u8>,
-    client_pem: String,
-    client_key_pem: String,
-}
-
-fn test_pki() -> TestPki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let mut sp = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    sp.subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = sp.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut cp = CertificateParams::new(vec!["hepflow".to_string()]).unwrap();
-    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = cp.signed_by(&client_key, &ca_cert, &ca_key).unwrap();
-    TestPki {
-        ca_pem: ca_cert.pem(),
-        ca_der: ca_cert.der().to_vec(),
-        server_der: server.der().to_vec(),
-        server_key_der: server_key.serialize_der(),
-        client_pem: client.pem(),
-        client_key_pem: client_key.serialize_pem(),
-    }
-}
-
 /// A TLS terminator that requires a client certificate signed by the test
 /// CA and passes the decrypted bytes to the real osmem-server (not a mock:
 /// the HTTP exchange is osmem's own). Stops when dropped.
@@ -1241,27 +1176,7 @@ struct TlsTerminator {
 
 impl TlsTerminator {
     fn start(upstream: SocketAddr, pki: &TestPki) -> Self {
-        use tokio_rustls::rustls;
-        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-            Arc::new(roots),
-            provider.clone(),
-        )
-        .build()
-        .unwrap();
-        let cfg = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                vec![CertificateDer::from(pki.server_der.clone())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key_der.clone())),
-            )
-            .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config(true));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -1304,14 +1219,12 @@ impl TlsTerminator {
 #[test]
 fn tls_with_ca_file_and_client_certificate_and_the_insecure_flag() {
     let url = require_env("HEPFLOW_TEST_OSMEM_URL");
-    let pki = test_pki();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("ca.pem");
-    let cert = dir.path().join("client.pem");
-    let key = dir.path().join("client.key");
-    std::fs::write(&ca, &pki.ca_pem).unwrap();
-    std::fs::write(&cert, &pki.client_pem).unwrap();
-    std::fs::write(&key, &pki.client_key_pem).unwrap();
+    let pki = TestPki::generate();
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
     let term = TlsTerminator::start(addr_of(&url), &pki);
     let https = format!("https://127.0.0.1:{}", term.addr.port());
     let msgs = corpus_messages("kamailio-hep3-udp.pcapng");
@@ -1336,12 +1249,7 @@ fn tls_with_ca_file_and_client_certificate_and_the_insecure_flag() {
         format!("ca_file = \"{}\"\n{client}", ca.display()),
     );
     send_udp(h.udp, &msgs);
-    assert_eq!(
-        h.wait_metric("hepflow_sink_sent_total{sink=\"search\"}", n),
-        n,
-        "log:\n{}",
-        h.log_text()
-    );
+    h.expect_metric(SENT, n);
     assert_eq!(count(&url, &format!("{p}-*"), None), n as u64);
     assert!(h.stop().success());
 
@@ -1360,10 +1268,7 @@ fn tls_with_ca_file_and_client_certificate_and_the_insecure_flag() {
         h.log_text()
     );
     assert!(term.handshakes_failed.load(Ordering::Relaxed) > before);
-    assert_eq!(
-        metric_of(&h, "hepflow_sink_sent_total{sink=\"search\"}"),
-        0.0
-    );
+    assert_eq!(metric_of(&h, SENT), 0.0);
     assert_eq!(count(&url, &format!("{p}-*"), None), 0);
     assert!(h.stop().success());
 
@@ -1373,12 +1278,7 @@ fn tls_with_ca_file_and_client_certificate_and_the_insecure_flag() {
         format!("insecure_skip_verify = true\n{client}"),
     );
     send_udp(h.udp, &msgs);
-    assert_eq!(
-        h.wait_metric("hepflow_sink_sent_total{sink=\"search\"}", n),
-        n,
-        "log:\n{}",
-        h.log_text()
-    );
+    h.expect_metric(SENT, n);
     assert_eq!(count(&url, &format!("{p}-*"), None), n as u64);
     assert!(h.stop().success());
 }

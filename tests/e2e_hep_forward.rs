@@ -21,6 +21,7 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
+use common::pki::TestPki;
 use common::*;
 use hepflow_hep::select::{fnv1a64, rendezvous, target_seed};
 use hepflow_sdk::hep::{decode, encode_v3, hep3_frame_len};
@@ -303,63 +304,6 @@ fn split_frames(mut s: &[u8]) -> Vec<Vec<u8>> {
 
 // ------------------------------------------------------------- TLS
 
-struct Pki {
-    dir: tempfile::TempDir,
-    server_pem: String,
-    server_key: String,
-    ca_pem: String,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-}
-
-/// A CA, a server certificate for `localhost` and 127.0.0.1, a client
-/// certificate; written to a temp dir as ca.pem, client.pem, client.key,
-/// and a second, unrelated CA as other-ca.pem.
-fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    };
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "hepflow forward test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let mut sp =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = sp.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
-    let client_key = KeyPair::generate().unwrap();
-    let mut cp = CertificateParams::new(vec!["relay-a".to_string()]).unwrap();
-    cp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client = cp.signed_by(&client_key, &ca_cert, &ca_key).unwrap();
-    let other_key = KeyPair::generate().unwrap();
-    let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();
-    other.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let other_ca = other.self_signed(&other_key).unwrap();
-
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in [
-        ("ca.pem", ca_cert.pem()),
-        ("client.pem", client.pem()),
-        ("client.key", client_key.serialize_pem()),
-        ("other-ca.pem", other_ca.pem()),
-    ] {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
-    Pki {
-        dir,
-        server_pem: server.pem(),
-        server_key: server_key.serialize_pem(),
-        ca_pem: ca_cert.pem(),
-    }
-}
-
 /// Test receiver (not a real HEP server): a rustls TLS listener that
 /// frames HEP3 by its length field and keeps every frame; with `mutual`
 /// it requires a client certificate from the test CA.
@@ -371,36 +315,8 @@ struct TlsTestReceiver {
 }
 
 impl TlsTestReceiver {
-    fn start(pki: &Pki, mutual: bool) -> Self {
-        use rustls_pki_types::pem::PemObject;
-        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    fn start(pki: &TestPki, mutual: bool) -> Self {
         use tokio::io::AsyncReadExt;
-        use tokio_rustls::rustls;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap();
-        let builder = if mutual {
-            let mut roots = rustls::RootCertStore::empty();
-            roots
-                .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
-                .unwrap();
-            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .unwrap();
-            builder.with_client_cert_verifier(v)
-        } else {
-            builder.with_no_client_auth()
-        };
-        let cfg = builder
-            .with_single_cert(
-                vec![CertificateDer::from_pem_slice(pki.server_pem.as_bytes()).unwrap()],
-                PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap(),
-            )
-            .unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -412,7 +328,7 @@ impl TlsTestReceiver {
         let addr = listener.local_addr().unwrap();
         let frames = Arc::new(Mutex::new(Vec::new()));
         let handshakes_ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config(mutual));
         let (f, h) = (frames.clone(), handshakes_ok.clone());
         rt.spawn(async move {
             loop {
@@ -457,7 +373,7 @@ impl TlsTestReceiver {
     }
 }
 
-fn tls_section(pki: &Pki, ca: &str, client_cert: bool) -> String {
+fn tls_section(pki: &TestPki, ca: &str, client_cert: bool) -> String {
     let mut s = format!(
         "[sinks.relay.tls]\nca_file = {:?}\nserver_name = \"localhost\"\n",
         pki.path(ca).display().to_string()
@@ -474,7 +390,7 @@ fn tls_section(pki: &Pki, ca: &str, client_cert: bool) -> String {
 
 #[test]
 fn tls_mutual_pass_through_is_byte_identical_and_v1_is_converted() {
-    let pki = pki();
+    let pki = TestPki::generate();
     let rx = TlsTestReceiver::start(&pki, true);
     let target = format!("tls://{}", rx.addr);
     let mut a = Hepflow::start(
@@ -559,7 +475,7 @@ fn tls_mutual_pass_through_is_byte_identical_and_v1_is_converted() {
 #[test]
 fn tls_reencode_sets_node_capture_id_and_auth_key_which_never_leaks() {
     const SECRET: &str = "s3cr3t-relay-key-7f2a";
-    let pki = pki();
+    let pki = TestPki::generate();
     let rx = TlsTestReceiver::start(&pki, false);
     let target = format!("tls://{}", rx.addr);
     let mut a = Hepflow::start(
@@ -633,7 +549,7 @@ fn tls_reencode_sets_node_capture_id_and_auth_key_which_never_leaks() {
 
 #[test]
 fn tls_wrong_ca_is_refused_counted_and_reported_unready() {
-    let pki = pki();
+    let pki = TestPki::generate();
     let rx = TlsTestReceiver::start(&pki, false);
     let target = format!("tls://{}", rx.addr);
     let mut a = Hepflow::start(

@@ -991,27 +991,11 @@ fn secrets_never_reach_kafka_logs_or_metrics() {
     assert!(!ready.contains(password));
 }
 
-fn validate(config: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("c.toml");
-    std::fs::write(&p, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_hepflow"))
-        .args(["validate", "-c"])
-        .arg(&p)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout),
-    )
-}
-
 /// `hepflow validate` reports every kafka problem with its key path:
 /// passthrough conflicts, bad values, unknown keys, listener errors.
 #[test]
 fn validate_reports_kafka_config_errors_with_paths() {
-    let (code, out) = validate(
+    let (code, out) = common::validate_config(
         r#"
 [listeners.udp]
 kind = "udp"
@@ -1045,7 +1029,7 @@ sinks = ["lake"]
     }
     assert!(!out.contains("pw-not-shown"), "{out}");
 
-    let (code, out) = validate(
+    let (code, out) = common::validate_config(
         r#"
 [listeners.tier]
 kind = "kafka"

@@ -258,3 +258,31 @@ path = "{}"
         h
     }
 }
+
+pub mod pki;
+
+impl Hepflow {
+    /// Wait until the series reaches `want` (or time out) and assert that
+    /// it is exactly `want`, with hepflow's log in the failure message.
+    pub fn expect_metric(&self, series: &str, want: f64) {
+        let got = self.wait_metric(series, want);
+        assert_eq!(got, want, "{series}; log:\n{}", self.log_text());
+    }
+}
+
+/// Run `hepflow validate -c FILE` (RUST_LOG unset) on a config file
+/// holding `toml`; returns the exit code and the output, stderr first.
+pub fn validate_config(toml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("hepflow.toml");
+    std::fs::write(&cfg, toml).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_hepflow"))
+        .args(["validate", "-c"])
+        .arg(&cfg)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run hepflow validate");
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.code(), text)
+}
