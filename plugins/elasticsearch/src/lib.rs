@@ -73,40 +73,24 @@ pub mod template;
 pub use config::ElasticsearchConfig;
 pub use sink::ElasticsearchSink;
 
-use hepflow_sdk::sink::{Sink, SinkContext, SinkFactory};
+use hepflow_sdk::sink::{Sink, SinkContext, TypedSinkFactory};
 
 /// Builds `type = "elasticsearch"` sinks.
 pub struct ElasticsearchSinkFactory;
 
-impl ElasticsearchSinkFactory {
-    /// Parse and check a config section; every problem found.
-    pub fn parse(
+impl TypedSinkFactory for ElasticsearchSinkFactory {
+    const KIND: &'static str = "elasticsearch";
+    type Config = ElasticsearchConfig;
+
+    fn check(config: &ElasticsearchConfig, path: &str) -> Vec<String> {
+        config.check(path)
+    }
+
+    fn build_sink(
+        config: ElasticsearchConfig,
         path: &str,
-        config: &serde_json::Value,
-    ) -> Result<ElasticsearchConfig, Vec<String>> {
-        hepflow_sdk::sink::parse_checked(path, config, |c: &ElasticsearchConfig| c.check(path))
-    }
-}
-
-impl SinkFactory for ElasticsearchSinkFactory {
-    fn kind(&self) -> &'static str {
-        "elasticsearch"
-    }
-
-    fn validate(&self, path: &str, config: &serde_json::Value) -> Vec<String> {
-        match Self::parse(path, config) {
-            Ok(_) => Vec::new(),
-            Err(p) => p,
-        }
-    }
-
-    fn build(
-        &self,
-        path: &str,
-        config: &serde_json::Value,
         ctx: SinkContext,
     ) -> Result<Box<dyn Sink>, String> {
-        let cfg = Self::parse(path, config).map_err(|p| p.join("; "))?;
-        Ok(Box::new(ElasticsearchSink::new(cfg, path, ctx)?))
+        Ok(Box::new(ElasticsearchSink::new(config, path, ctx)?))
     }
 }

@@ -14,7 +14,7 @@ use hepflow_elasticsearch::metrics::EsMetrics;
 use hepflow_elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
 use hepflow_sdk::hep::{decode, encode_v3, DecodeOptions, HepMessage};
 use hepflow_sdk::ratelimit::LogLimiter;
-use hepflow_sdk::sink::{Sink, SinkContext};
+use hepflow_sdk::sink::{Sink, SinkContext, TypedSinkFactory};
 use hepflow_sdk::{Event, ReceiveMeta, Transport};
 use serde_json::json;
 use std::sync::atomic::Ordering;

@@ -48,37 +48,24 @@ pub use naming::{file_name, parse_file_name, HourKey};
 pub use sink::FileSink;
 pub use writer::Clock;
 
-use hepflow_sdk::sink::{Sink, SinkContext, SinkFactory};
+use hepflow_sdk::sink::{Sink, SinkContext, TypedSinkFactory};
 
 /// Builds `type = "file"` sinks.
 pub struct FileSinkFactory;
 
-impl FileSinkFactory {
-    /// Parse and check a config section; every problem found.
-    fn parse(path: &str, config: &serde_json::Value) -> Result<FileSinkConfig, Vec<String>> {
-        hepflow_sdk::sink::parse_checked(path, config, |c: &FileSinkConfig| c.check(path))
-    }
-}
+impl TypedSinkFactory for FileSinkFactory {
+    const KIND: &'static str = "file";
+    type Config = FileSinkConfig;
 
-impl SinkFactory for FileSinkFactory {
-    fn kind(&self) -> &'static str {
-        "file"
+    fn check(config: &FileSinkConfig, path: &str) -> Vec<String> {
+        config.check(path)
     }
 
-    fn validate(&self, path: &str, config: &serde_json::Value) -> Vec<String> {
-        match Self::parse(path, config) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems,
-        }
-    }
-
-    fn build(
-        &self,
-        path: &str,
-        config: &serde_json::Value,
+    fn build_sink(
+        config: FileSinkConfig,
+        _path: &str,
         ctx: SinkContext,
     ) -> Result<Box<dyn Sink>, String> {
-        let cfg = Self::parse(path, config).map_err(|p| p.join("; "))?;
-        Ok(Box::new(FileSink::new(cfg, ctx)))
+        Ok(Box::new(FileSink::new(config, ctx)))
     }
 }

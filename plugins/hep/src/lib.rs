@@ -33,26 +33,16 @@ pub mod worker;
 pub use config::HepSinkConfig;
 pub use sink::HepSink;
 
-use hepflow_sdk::sink::{parse_section, Sink, SinkContext, SinkFactory};
+use hepflow_sdk::sink::{Sink, SinkContext, TypedSinkFactory};
 use tls::TlsClient;
 
 /// Builds `type = "hep"` sinks.
 pub struct HepSinkFactory;
 
 impl HepSinkFactory {
-    /// Parse and check a section, and load the TLS files of its `tls://`
-    /// targets; every problem found.
-    pub fn parse(
-        path: &str,
-        config: &serde_json::Value,
-    ) -> Result<(HepSinkConfig, Vec<Option<TlsClient>>), Vec<String>> {
-        let empty = serde_json::Value::Object(serde_json::Map::new());
-        let config = if config.is_null() { &empty } else { config };
-        let cfg: HepSinkConfig = parse_section(path, config).map_err(|e| vec![e])?;
-        let problems = cfg.check(path);
-        if !problems.is_empty() {
-            return Err(problems);
-        }
+    /// Load the TLS client configs of a checked section's `tls://` targets
+    /// (`None` for the others); every problem found.
+    fn load_tls(cfg: &HepSinkConfig, path: &str) -> Result<Vec<Option<TlsClient>>, Vec<String>> {
         let mut problems = Vec::new();
         let mut clients = Vec::new();
         for (i, rt) in cfg.resolved_targets().iter().enumerate() {
@@ -74,7 +64,7 @@ impl HepSinkFactory {
             }
         }
         if problems.is_empty() {
-            Ok((cfg, clients))
+            Ok(clients)
         } else {
             problems.dedup();
             Err(problems)
@@ -82,25 +72,29 @@ impl HepSinkFactory {
     }
 }
 
-impl SinkFactory for HepSinkFactory {
-    fn kind(&self) -> &'static str {
-        "hep"
-    }
+impl TypedSinkFactory for HepSinkFactory {
+    const KIND: &'static str = "hep";
+    type Config = HepSinkConfig;
 
-    fn validate(&self, path: &str, config: &serde_json::Value) -> Vec<String> {
-        match Self::parse(path, config) {
-            Ok(_) => Vec::new(),
-            Err(p) => p,
+    /// The section's own checks; when they pass, the TLS files of its
+    /// `tls://` targets are loaded too, so that `validate` reports a
+    /// missing or unusable certificate or key.
+    fn check(config: &HepSinkConfig, path: &str) -> Vec<String> {
+        let problems = config.check(path);
+        if !problems.is_empty() {
+            return problems;
         }
+        Self::load_tls(config, path).err().unwrap_or_default()
     }
 
-    fn build(
-        &self,
+    fn build_sink(
+        config: HepSinkConfig,
         path: &str,
-        config: &serde_json::Value,
         ctx: SinkContext,
     ) -> Result<Box<dyn Sink>, String> {
-        let (cfg, tls) = Self::parse(path, config).map_err(|p| p.join("; "))?;
-        Ok(Box::new(HepSink::new(&cfg, tls, ctx)))
+        // Loaded again here: `check` only reports problems (the files are
+        // small and read once per build).
+        let tls = Self::load_tls(&config, path).map_err(|p| p.join("; "))?;
+        Ok(Box::new(HepSink::new(&config, tls, ctx)))
     }
 }

@@ -39,37 +39,24 @@ pub mod writer;
 pub use config::InfluxSinkConfig;
 pub use sink::InfluxSink;
 
-use hepflow_sdk::sink::{Sink, SinkContext, SinkFactory};
+use hepflow_sdk::sink::{Sink, SinkContext, TypedSinkFactory};
 
 /// Builds `type = "influxdb"` sinks.
 pub struct InfluxSinkFactory;
 
-impl InfluxSinkFactory {
-    /// Parse and check a config section; every problem found.
-    pub fn parse(path: &str, config: &serde_json::Value) -> Result<InfluxSinkConfig, Vec<String>> {
-        hepflow_sdk::sink::parse_checked(path, config, |c: &InfluxSinkConfig| c.check(path))
-    }
-}
+impl TypedSinkFactory for InfluxSinkFactory {
+    const KIND: &'static str = "influxdb";
+    type Config = InfluxSinkConfig;
 
-impl SinkFactory for InfluxSinkFactory {
-    fn kind(&self) -> &'static str {
-        "influxdb"
+    fn check(config: &InfluxSinkConfig, path: &str) -> Vec<String> {
+        config.check(path)
     }
 
-    fn validate(&self, path: &str, config: &serde_json::Value) -> Vec<String> {
-        match Self::parse(path, config) {
-            Ok(_) => Vec::new(),
-            Err(problems) => problems,
-        }
-    }
-
-    fn build(
-        &self,
+    fn build_sink(
+        config: InfluxSinkConfig,
         path: &str,
-        config: &serde_json::Value,
         ctx: SinkContext,
     ) -> Result<Box<dyn Sink>, String> {
-        let cfg = Self::parse(path, config).map_err(|p| p.join("; "))?;
-        Ok(Box::new(InfluxSink::new(cfg, ctx, path)?))
+        Ok(Box::new(InfluxSink::new(config, ctx, path)?))
     }
 }

@@ -27,9 +27,7 @@ use crate::value;
 use async_trait::async_trait;
 use hepflow_sdk::metrics::Counter;
 use hepflow_sdk::ratelimit::LogLimiter;
-use hepflow_sdk::sink::{
-    parse_section, Delivered, Health, Sink, SinkContext, SinkError, SinkFactory,
-};
+use hepflow_sdk::sink::{Delivered, Health, Sink, SinkContext, SinkError, TypedSinkFactory};
 use hepflow_sdk::Event;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
@@ -553,29 +551,19 @@ impl Drop for KafkaSink {
 /// Factory of [`KafkaSink`] (`type = "kafka"`).
 pub struct KafkaSinkFactory;
 
-impl SinkFactory for KafkaSinkFactory {
-    fn kind(&self) -> &'static str {
-        "kafka"
+impl TypedSinkFactory for KafkaSinkFactory {
+    const KIND: &'static str = "kafka";
+    type Config = KafkaSinkConfig;
+
+    fn check(config: &KafkaSinkConfig, path: &str) -> Vec<String> {
+        config.validate(path)
     }
 
-    fn validate(&self, path: &str, config: &serde_json::Value) -> Vec<String> {
-        match parse_section::<KafkaSinkConfig>(path, config) {
-            Ok(c) => c.validate(path),
-            Err(e) => vec![e],
-        }
-    }
-
-    fn build(
-        &self,
-        path: &str,
-        config: &serde_json::Value,
+    fn build_sink(
+        c: KafkaSinkConfig,
+        _path: &str,
         ctx: SinkContext,
     ) -> Result<Box<dyn Sink>, String> {
-        let c: KafkaSinkConfig = parse_section(path, config)?;
-        let errors = c.validate(path);
-        if !errors.is_empty() {
-            return Err(errors.join("; "));
-        }
         if c.keep_auth_key && c.value != ValueMode::Json {
             tracing::warn!(sink = %ctx.name, "kafka sink keeps the agents' HEP auth keys in record values (keep_auth_key = true): restrict who can read the topic");
         }

@@ -228,3 +228,120 @@ pub fn parse_checked<T: serde::de::DeserializeOwned>(
         Err(problems)
     }
 }
+
+/// The usual way to write a sink factory: a config type, its value checks
+/// and how to build the sink from a checked config. Every type
+/// implementing it is a [`SinkFactory`] (a blanket impl): `validate`
+/// parses the section with [`parse_checked`] and returns every problem;
+/// `build` parses and checks again, joins any problems with `"; "`, and
+/// hands the config to [`Self::build_sink`].
+///
+/// ```
+/// use hepflow_sdk::sink::{Delivered, Sink, SinkContext, SinkError, SinkFactory, TypedSinkFactory};
+/// use hepflow_sdk::Event;
+///
+/// /// `[sinks.NAME]` of `type = "count"`.
+/// #[derive(serde::Deserialize)]
+/// #[serde(deny_unknown_fields)]
+/// pub struct CountConfig {
+///     /// Events per write, at most.
+///     pub limit: u64,
+/// }
+///
+/// pub struct CountSink(u64);
+///
+/// #[async_trait::async_trait]
+/// impl Sink for CountSink {
+///     async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError> {
+///         Ok(Delivered { events: (batch.len() as u64).min(self.0), bytes: 0 })
+///     }
+/// }
+///
+/// pub struct CountSinkFactory;
+///
+/// impl TypedSinkFactory for CountSinkFactory {
+///     const KIND: &'static str = "count";
+///     type Config = CountConfig;
+///
+///     fn check(config: &CountConfig, path: &str) -> Vec<String> {
+///         let mut problems = Vec::new();
+///         if config.limit == 0 {
+///             problems.push(format!("{path}.limit: must be at least 1"));
+///         }
+///         problems
+///     }
+///
+///     fn build_sink(
+///         config: CountConfig,
+///         _path: &str,
+///         _ctx: SinkContext,
+///     ) -> Result<Box<dyn Sink>, String> {
+///         Ok(Box::new(CountSink(config.limit)))
+///     }
+/// }
+///
+/// let f: &dyn SinkFactory = &CountSinkFactory;
+/// assert_eq!(f.kind(), "count");
+/// let bad = serde_json::json!({ "limit": 0 });
+/// assert_eq!(f.validate("sinks.c", &bad), ["sinks.c.limit: must be at least 1"]);
+/// let err = f.build("sinks.c", &bad, SinkContext::for_tests("c")).err().unwrap();
+/// assert_eq!(err, "sinks.c.limit: must be at least 1");
+/// assert!(f.validate("sinks.c", &serde_json::json!({ "limit": 5 })).is_empty());
+/// ```
+///
+/// Implement [`SinkFactory`] by hand instead only when a factory does not
+/// fit this shape (for example one that refuses every config).
+pub trait TypedSinkFactory: Send + Sync {
+    /// The `type = "..."` value this factory builds.
+    const KIND: &'static str;
+
+    /// The plugin's config section (should have
+    /// `#[serde(deny_unknown_fields)]`).
+    type Config: serde::de::DeserializeOwned;
+
+    /// Value checks beyond what serde enforces (ranges, combinations of
+    /// keys, files that must load): every problem found, each naming its
+    /// full key path under `path` (`sinks.NAME`) and what to do. Pure
+    /// apart from reading files the config names.
+    fn check(config: &Self::Config, path: &str) -> Vec<String> {
+        let _ = (config, path);
+        Vec::new()
+    }
+
+    /// Build the sink from a checked config (no I/O here: connect in
+    /// [`Sink::start`]).
+    fn build_sink(
+        config: Self::Config,
+        path: &str,
+        ctx: SinkContext,
+    ) -> Result<Box<dyn Sink>, String>;
+
+    /// Parse the section with [`parse_checked`] and [`Self::check`]; every
+    /// problem found. What both `validate` and `build` run.
+    fn parse(path: &str, config: &serde_json::Value) -> Result<Self::Config, Vec<String>> {
+        parse_checked(path, config, |c: &Self::Config| Self::check(c, path))
+    }
+}
+
+impl<T: TypedSinkFactory> SinkFactory for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+
+    fn validate(&self, path: &str, config: &serde_json::Value) -> Vec<String> {
+        match T::parse(path, config) {
+            Ok(_) => Vec::new(),
+            Err(problems) => problems,
+        }
+    }
+
+    fn build(
+        &self,
+        path: &str,
+        config: &serde_json::Value,
+        ctx: SinkContext,
+    ) -> Result<Box<dyn Sink>, String> {
+        let config = T::parse(path, config).map_err(|p| p.join("; "))?;
+        T::build_sink(config, path, ctx)
+    }
+}
