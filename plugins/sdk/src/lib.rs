@@ -13,6 +13,7 @@
 pub mod document;
 pub mod event;
 pub mod hep;
+pub mod json;
 pub mod metrics;
 pub mod ratelimit;
 pub mod sink;

@@ -3,12 +3,14 @@
 //! of JSON using only the documented keys, SIP messages carry their SIP
 //! fields, HEPv1 messages take their time from the receive time, and no
 //! document holds the HEP auth key the senders put in (hep-js and the
-//! Wireshark sample, whose key is `myHep`).
+//! Wireshark sample, whose key is `myHep`). Every document is also
+//! compared byte for byte with what serde_json writes for the same
+//! [`EventDocument`].
 
 mod codec_common;
 
 use bytes::Bytes;
-use hepflow_sdk::document::{write_document, DOCUMENT_FIELDS};
+use hepflow_sdk::document::{write_document, EventDocument, DOCUMENT_FIELDS};
 use hepflow_sdk::hep::{decode, DecodeOptions};
 use hepflow_sdk::{Event, ReceiveMeta, Transport};
 use serde_json::Value;
@@ -37,8 +39,16 @@ fn documents(name: &str) -> Vec<Doc> {
                 peer: "127.0.0.1:40000".parse().unwrap(),
                 received_at,
             };
+            let ev = Event::new(msg, raw, meta);
             let mut line = Vec::new();
-            write_document(&Event::new(msg, raw, meta), &mut line);
+            write_document(&ev, &mut line);
+            // The hand-written writer and the serde derive agree byte for byte.
+            let via_serde = serde_json::to_vec(&EventDocument::new(&ev)).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&line),
+                String::from_utf8_lossy(&via_serde),
+                "{name}: write_document differs from serde_json"
+            );
             let json = serde_json::from_slice(&line)
                 .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line:?}"));
             Doc {

@@ -3,7 +3,9 @@
 //! never appears.
 
 use bytes::Bytes;
-use hepflow_sdk::document::{rfc3339_micros, write_document, FieldKind, DOCUMENT_FIELDS};
+use hepflow_sdk::document::{
+    rfc3339_micros, write_document, EventDocument, FieldKind, DOCUMENT_FIELDS,
+};
 use hepflow_sdk::hep::{HepMessage, HepVersion, AF_INET6};
 use hepflow_sdk::{Event, ReceiveMeta, Transport};
 use serde_json::{json, Value};
@@ -72,6 +74,12 @@ fn doc(ev: &Event) -> (Vec<u8>, Value) {
     let mut out = Vec::new();
     write_document(ev, &mut out);
     let v: Value = serde_json::from_slice(&out).expect("document is JSON");
+    // The hand-written writer writes exactly what the serde derive does.
+    let via_serde = serde_json::to_vec(&EventDocument::new(ev)).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&via_serde)
+    );
     (out, v)
 }
 
