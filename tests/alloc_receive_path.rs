@@ -122,14 +122,15 @@ fn allocations_per_batch_do_not_grow_with_the_batch() {
     run(640);
     let (store_64, make_64, dispatch_64) = run(64);
     let (store_640, make_640, dispatch_640) = run(640);
-    // Storing and decoding: no allocation per datagram (an arena refill of
-    // 1 MiB happens at most once per ~1 MiB of traffic here).
+    // Storing and decoding: no allocation per datagram; per batch the
+    // event storage, reserved whole at the first push, plus at most one
+    // arena refill of 1 MiB per ~1 MiB of traffic.
     assert!(
-        store_64 <= 1,
+        store_64 <= 2,
         "store+decode of 64 allocated {store_64} times"
     );
     assert!(
-        store_640 <= 1,
+        store_640 <= 2,
         "store+decode of 640 allocated {store_640} times"
     );
     // Making the events: the shared batch and the list, whatever the size.

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use hepflow_sdk::hep::{decode, DecodeError, DecodeOptions, HepMessage, HepVersion};
 use hepflow_sdk::metrics::{Counter, Gauge, Registry};
 use hepflow_sdk::ratelimit::LogLimiter;
-use hepflow_sdk::{Event, ReceiveMeta, Transport};
+use hepflow_sdk::{Event, EventBatch, ReceiveMeta, Transport};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -188,8 +188,24 @@ impl Decoder {
             .map(|(hep, raw, meta)| Event::new(hep, raw, meta))
     }
 
-    /// As [`Self::decode`], but return the parts, for [`Event::batch`].
-    pub fn decode_parts(
+    /// As [`Self::decode`], but add the message to `batch` (the receive
+    /// path: events of one receive call share one allocation).
+    pub fn decode_into(
+        &self,
+        raw: Bytes,
+        peer: SocketAddr,
+        now: SystemTime,
+        batch: &mut EventBatch,
+    ) {
+        if let Some((hep, raw, meta)) = self.decode_parts(raw, peer, now) {
+            batch.push(hep, raw, meta);
+        }
+    }
+
+    /// Decode, check the auth key and apply capture-id compatibility;
+    /// `None` (counted and logged) when malformed or refused.
+    #[inline]
+    fn decode_parts(
         &self,
         raw: Bytes,
         peer: SocketAddr,

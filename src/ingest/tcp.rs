@@ -138,7 +138,7 @@ pub async fn connection<S: AsyncRead + Unpin>(
 ) {
     let m = &decoder.metrics;
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut parts = Vec::new();
+    let mut parts = hepflow_sdk::EventBatch::new();
     loop {
         // Cut every whole frame out of the buffer; the frames of one read
         // become events in one shared allocation.
@@ -177,9 +177,7 @@ pub async fn connection<S: AsyncRead + Unpin>(
             let frame = buf.split_to(len).freeze();
             m.received.inc();
             m.bytes.add(len as u64);
-            if let Some(p) = decoder.decode_parts(frame, peer, now) {
-                parts.push(p);
-            }
+            decoder.decode_into(frame, peer, now, &mut parts);
         }
         flush(pipeline, &mut parts).await;
         if buf.capacity() - buf.len() < 4096 {
@@ -213,17 +211,10 @@ pub async fn connection<S: AsyncRead + Unpin>(
     }
 }
 
-async fn flush(
-    pipeline: &Pipeline,
-    parts: &mut Vec<(
-        hepflow_sdk::HepMessage,
-        bytes::Bytes,
-        hepflow_sdk::ReceiveMeta,
-    )>,
-) {
+async fn flush(pipeline: &Pipeline, parts: &mut hepflow_sdk::EventBatch) {
     if !parts.is_empty() {
         let mut events = Vec::with_capacity(parts.len());
-        hepflow_sdk::Event::batch(parts, &mut events);
+        parts.finish(&mut events);
         pipeline.dispatch(events).await;
     }
 }

@@ -91,10 +91,12 @@ struct Arena {
 /// packed into the shared arena, decoded (its fields are slices of the
 /// arena), and the batch's events are made in one allocation. After warm-up
 /// this allocates nothing per datagram: one arena per [`ARENA_BYTES`] of
-/// traffic, and two allocations per batch in [`ReceiveBatch::take_events`].
+/// traffic, the batch's event storage (reserved whole at the first push,
+/// and never moved afterwards), and two allocations per batch in
+/// [`ReceiveBatch::take_events`] (the shared handle and the list).
 pub struct ReceiveBatch {
     arena: Arena,
-    parts: Vec<(hepflow_sdk::HepMessage, Bytes, hepflow_sdk::ReceiveMeta)>,
+    events: hepflow_sdk::EventBatch,
 }
 
 impl ReceiveBatch {
@@ -102,22 +104,20 @@ impl ReceiveBatch {
     pub fn new(batch: usize) -> Self {
         ReceiveBatch {
             arena: Arena::new(),
-            parts: Vec::with_capacity(batch),
+            events: hepflow_sdk::EventBatch::with_reserve(batch),
         }
     }
 
     /// Store and decode one datagram (errors are counted by the decoder).
     pub fn push(&mut self, decoder: &Decoder, data: &[u8], peer: SocketAddr, now: SystemTime) {
         let raw = self.arena.store(data);
-        if let Some(p) = decoder.decode_parts(raw, peer, now) {
-            self.parts.push(p);
-        }
+        decoder.decode_into(raw, peer, now, &mut self.events);
     }
 
     /// The events of the datagrams pushed since the last call.
     pub fn take_events(&mut self) -> Vec<hepflow_sdk::Event> {
-        let mut events = Vec::with_capacity(self.parts.len());
-        hepflow_sdk::Event::batch(&mut self.parts, &mut events);
+        let mut events = Vec::with_capacity(self.events.len());
+        self.events.finish(&mut events);
         events
     }
 }

@@ -19,6 +19,6 @@ pub mod ratelimit;
 pub mod sink;
 pub mod sip;
 
-pub use event::{Event, ReceiveMeta, Transport};
+pub use event::{Event, EventBatch, ReceiveMeta, Transport};
 pub use hep::{DecodeError, DecodeOptions, HepMessage, HepVersion};
 pub use sink::{Sink, SinkContext, SinkError};
