@@ -11,6 +11,7 @@ pub mod app;
 pub mod capture;
 pub mod config;
 pub mod ingest;
+pub mod malloc_tuning;
 pub mod pipeline;
 pub mod queue;
 pub mod replay;

@@ -67,6 +67,7 @@ fn init_logging(cfg: &config::LogConfig) {
 }
 
 fn main() -> ExitCode {
+    hepflow::malloc_tuning::apply();
     let cli = Cli::parse();
     let factories = sinks::factories();
     let loaded = config::load(
