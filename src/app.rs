@@ -87,11 +87,14 @@ pub async fn run(
             .build(&format!("sinks.{name}"), &sc.plugin, ctx)
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("building sink {name}"))?;
-        let queue = Arc::new(SinkQueue::new(
-            sc.common.queue.capacity,
-            sc.common.queue.when_full,
-            QueueMetrics::new(&registry, name),
-        ));
+        let queue = Arc::new(
+            SinkQueue::new(
+                sc.common.queue.capacity,
+                sc.common.queue.when_full,
+                QueueMetrics::new(&registry, name),
+            )
+            .with_max_bytes(sc.common.queue.max_bytes),
+        );
         slots.push(SinkSlot {
             name: name.clone(),
             queue: queue.clone(),

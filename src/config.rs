@@ -377,14 +377,22 @@ pub enum WhenFull {
 pub struct QueueConfig {
     /// Messages the queue holds at most.
     pub capacity: usize,
-    /// Policy when full.
+    /// Bytes the queue holds at most: each message counts its raw size
+    /// plus ~600 bytes of bookkeeping (`hepflow_sink_queue_bytes`). The
+    /// default keeps six sinks' full queues within ~200 MiB.
+    pub max_bytes: usize,
+    /// Policy when full (either bound reached).
     pub when_full: WhenFull,
 }
+
+/// Smallest accepted `queue.max_bytes`.
+pub const MIN_QUEUE_BYTES: usize = 64 * 1024;
 
 impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             capacity: 65536,
+            max_bytes: 32 * 1024 * 1024,
             when_full: WhenFull::DropNewest,
         }
     }
@@ -817,6 +825,12 @@ fn sink_config(
     errors.extend(factory.validate(key, &plugin));
     if common.queue.capacity == 0 {
         errors.push(format!("{key}.queue.capacity: must be at least 1"));
+    }
+    if common.queue.max_bytes < MIN_QUEUE_BYTES {
+        errors.push(format!(
+            "{key}.queue.max_bytes: {} is too small; give at least {MIN_QUEUE_BYTES} (64 KiB; default 33554432 = 32 MiB)",
+            common.queue.max_bytes
+        ));
     }
     if common.batch.max_events == 0 {
         errors.push(format!("{key}.batch.max_events: must be at least 1"));

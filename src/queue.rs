@@ -1,8 +1,10 @@
 //! The bounded queue in front of each sink.
 //!
 //! Producers (UDP receive threads, TCP connection tasks, the Kafka source)
-//! push whole batches; the sink's task pops batches. The bound is counted
-//! in messages. When the queue is full, the policy decides: `block` waits
+//! push whole batches; the sink's task pops batches. Two bounds: messages
+//! (`capacity`) and bytes (`max_bytes`, each message counted by
+//! [`Event::footprint`]: its raw bytes plus the per-message bookkeeping).
+//! When the queue is full, the policy decides: `block` waits
 //! for room (a thread waits on a condition variable, a task on a `Notify`),
 //! `drop_newest` drops what does not fit and counts it. After [`SinkQueue::close`]
 //! nothing more is accepted (counted as `shutdown`), and the consumer drains
@@ -32,6 +34,8 @@ pub struct QueueMetrics {
     pub dropped_shutdown: Counter,
     /// Current depth.
     pub depth: Gauge,
+    /// Bytes held (sum of [`Event::footprint`]).
+    pub bytes: Gauge,
 }
 
 impl QueueMetrics {
@@ -53,6 +57,11 @@ impl QueueMetrics {
                 "Messages a sink's queue dropped, by reason",
                 &[("sink", name), ("reason", "shutdown")],
             ),
+            bytes: registry.gauge(
+                "hepflow_sink_queue_bytes",
+                "Bytes of the messages waiting in a sink's queue (raw size plus per-message bookkeeping)",
+                &[("sink", name)],
+            ),
             depth: registry.gauge(
                 "hepflow_sink_queue_depth",
                 "Messages waiting in a sink's queue",
@@ -62,10 +71,18 @@ impl QueueMetrics {
     }
 }
 
+/// What the queue holds.
+struct Queued {
+    items: VecDeque<Event>,
+    /// Sum of the items' footprints.
+    bytes: usize,
+}
+
 /// One sink's bounded queue.
 pub struct SinkQueue {
-    items: Mutex<VecDeque<Event>>,
+    items: Mutex<Queued>,
     capacity: usize,
+    max_bytes: usize,
     when_full: WhenFull,
     closed: AtomicBool,
     /// Wakes the consumer when items arrive or the queue closes.
@@ -87,11 +104,16 @@ pub struct PushOutcome {
 }
 
 impl SinkQueue {
-    /// A queue for at most `capacity` messages.
+    /// A queue for at most `capacity` messages (and no byte bound: see
+    /// [`Self::with_max_bytes`]).
     pub fn new(capacity: usize, when_full: WhenFull, metrics: QueueMetrics) -> Self {
         SinkQueue {
-            items: Mutex::new(VecDeque::with_capacity(capacity.min(65536))),
+            items: Mutex::new(Queued {
+                items: VecDeque::with_capacity(capacity.min(65536)),
+                bytes: 0,
+            }),
             capacity,
+            max_bytes: usize::MAX,
             when_full,
             closed: AtomicBool::new(false),
             not_empty: Notify::new(),
@@ -101,14 +123,31 @@ impl SinkQueue {
         }
     }
 
-    /// The configured bound.
+    /// Also bound the queue to `max_bytes` (sum of the messages'
+    /// [`Event::footprint`]); a message larger than that still passes
+    /// when the queue is empty, so nothing is refused for its size alone.
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// The configured bound in messages.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
     /// Messages waiting.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().items.len()
+    }
+
+    /// Bytes waiting (sum of [`Event::footprint`]).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn is_full(&self, q: &Queued) -> bool {
+        q.items.len() >= self.capacity || q.bytes >= self.max_bytes
     }
 
     /// True when nothing waits.
@@ -116,7 +155,7 @@ impl SinkQueue {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -131,16 +170,30 @@ impl SinkQueue {
             out.dropped += n;
             return false;
         }
-        let mut items = self.lock();
-        let room = self.capacity.saturating_sub(items.len());
-        let take = room.min(batch.len());
-        items.extend(batch.drain(..take));
-        let depth = items.len();
-        drop(items);
+        let mut q = self.lock();
+        let room = self.capacity.saturating_sub(q.items.len());
+        let mut take = 0;
+        let mut bytes = q.bytes;
+        for ev in batch.iter().take(room) {
+            let size = ev.footprint();
+            // The first message into an empty queue always fits.
+            if bytes > 0 && bytes.saturating_add(size) > self.max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            take += 1;
+        }
+        q.items.extend(batch.drain(..take));
+        q.bytes = bytes;
+        let depth = q.items.len();
+        drop(q);
         if take > 0 {
             out.queued += take;
             self.metrics.queued.add(take as u64);
             self.metrics.depth.set(depth as i64);
+            self.metrics
+                .bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
             self.not_empty.notify_one();
         }
         if batch.is_empty() {
@@ -178,11 +231,9 @@ impl SinkQueue {
     pub fn push_blocking(&self, mut batch: Vec<Event>) -> PushOutcome {
         let mut out = PushOutcome::default();
         while self.admit(&mut batch, &mut out) {
-            let items = self.lock();
-            if items.len() >= self.capacity && !self.closed.load(Ordering::Acquire) {
-                let _ = self
-                    .not_full_cv
-                    .wait_timeout(items, Duration::from_millis(100));
+            let q = self.lock();
+            if self.is_full(&q) && !self.closed.load(Ordering::Acquire) {
+                let _ = self.not_full_cv.wait_timeout(q, Duration::from_millis(100));
             }
         }
         out
@@ -219,12 +270,18 @@ impl SinkQueue {
                     }
                 }
             }
-            let mut items = self.lock();
-            let take = max.min(items.len());
-            out.extend(items.drain(..take));
-            let depth = items.len();
-            drop(items);
+            let mut q = self.lock();
+            let take = max.min(q.items.len());
+            let start = out.len();
+            out.extend(q.items.drain(..take));
+            let popped: usize = out[start..].iter().map(Event::footprint).sum();
+            q.bytes = q.bytes.saturating_sub(popped);
+            let (depth, bytes) = (q.items.len(), q.bytes);
+            drop(q);
             self.metrics.depth.set(depth as i64);
+            self.metrics
+                .bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
             self.not_full.notify_waiters();
             self.not_full_cv.notify_all();
             return true;
@@ -243,10 +300,12 @@ impl SinkQueue {
     /// Drop everything still queued (after the grace period), returning how
     /// many messages that was.
     pub fn discard_remaining(&self) -> usize {
-        let mut items = self.lock();
-        let n = items.len();
-        items.clear();
+        let mut q = self.lock();
+        let n = q.items.len();
+        q.items.clear();
+        q.bytes = 0;
         self.metrics.depth.set(0);
+        self.metrics.bytes.set(0);
         n
     }
 }
@@ -259,9 +318,19 @@ mod tests {
     use std::sync::Arc;
 
     fn ev() -> Event {
+        ev_of(0)
+    }
+
+    fn queue(cap: usize, wf: WhenFull) -> (Arc<SinkQueue>, Registry) {
+        let r = Registry::new();
+        let q = Arc::new(SinkQueue::new(cap, wf, QueueMetrics::new(&r, "s")));
+        (q, r)
+    }
+
+    fn ev_of(raw_len: usize) -> Event {
         Event::new(
             HepMessage::new_v3(Bytes::from_static(b"x")),
-            Bytes::new(),
+            Bytes::from(vec![0u8; raw_len]),
             ReceiveMeta {
                 listener: "t".into(),
                 transport: Transport::Udp,
@@ -271,10 +340,98 @@ mod tests {
         )
     }
 
-    fn queue(cap: usize, wf: WhenFull) -> (Arc<SinkQueue>, Registry) {
+    #[tokio::test]
+    async fn the_byte_bound_drops_what_does_not_fit_and_frees_on_pop() {
+        let one = ev_of(1000).footprint();
+        assert!(one > 1000, "footprint counts bookkeeping too: {one}");
         let r = Registry::new();
-        let q = Arc::new(SinkQueue::new(cap, wf, QueueMetrics::new(&r, "s")));
-        (q, r)
+        let q = SinkQueue::new(1000, WhenFull::DropNewest, QueueMetrics::new(&r, "s"))
+            .with_max_bytes(3 * one + one / 2);
+        let out = q.push((0..5).map(|_| ev_of(1000)).collect()).await;
+        assert_eq!(
+            out,
+            PushOutcome {
+                queued: 3,
+                dropped: 2
+            }
+        );
+        assert_eq!(q.bytes(), 3 * one);
+        assert_eq!(
+            r.value("hepflow_sink_queue_bytes", &[("sink", "s")]),
+            Some((3 * one) as f64)
+        );
+        assert_eq!(
+            r.value(
+                "hepflow_sink_dropped_total",
+                &[("sink", "s"), ("reason", "queue_full")]
+            ),
+            Some(2.0)
+        );
+        let mut got = Vec::new();
+        assert!(q.pop_batch(2, Duration::ZERO, &mut got).await);
+        assert_eq!(got.len(), 2);
+        assert_eq!(q.bytes(), one);
+        assert_eq!(
+            r.value("hepflow_sink_queue_bytes", &[("sink", "s")]),
+            Some(one as f64)
+        );
+        // Room again for two.
+        let out = q.push((0..3).map(|_| ev_of(1000)).collect()).await;
+        assert_eq!(out.queued, 2);
+        assert_eq!(q.discard_remaining(), 3);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_larger_than_the_byte_bound_passes_an_empty_queue() {
+        let r = Registry::new();
+        let q = SinkQueue::new(10, WhenFull::DropNewest, QueueMetrics::new(&r, "s"))
+            .with_max_bytes(100);
+        let out = q.push(vec![ev_of(5000), ev_of(10)]).await;
+        assert_eq!(
+            out,
+            PushOutcome {
+                queued: 1,
+                dropped: 1
+            }
+        );
+    }
+
+    #[test]
+    fn block_waits_on_the_byte_bound_until_the_consumer_pops() {
+        let one = ev_of(100).footprint();
+        let r = Registry::new();
+        let q = Arc::new(
+            SinkQueue::new(1000, WhenFull::Block, QueueMetrics::new(&r, "s"))
+                .with_max_bytes(2 * one),
+        );
+        let producer = {
+            let q = q.clone();
+            std::thread::spawn(move || q.push_blocking((0..4).map(|_| ev_of(100)).collect()))
+        };
+        // The producer fills the queue to the byte bound and waits.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while q.len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(q.len(), 2);
+        assert!(!producer.is_finished(), "block must wait, not drop");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            assert!(rt.block_on(q.pop_batch(10, Duration::ZERO, &mut got)));
+        }
+        let out = producer.join().unwrap();
+        assert_eq!(
+            out,
+            PushOutcome {
+                queued: 4,
+                dropped: 0
+            }
+        );
     }
 
     #[tokio::test]

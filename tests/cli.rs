@@ -2,6 +2,8 @@
 //! `--version` and `--help` work, environment variables and flags override
 //! the file, and `run` refuses a bad config without starting.
 
+mod common;
+
 use std::process::Command;
 
 fn hepflow() -> Command {
@@ -63,6 +65,35 @@ sinks = ["files"]
         "{err}"
     );
     assert!(err.contains("sink `search` is not defined"), "{err}");
+}
+
+#[test]
+fn validate_reports_queue_bounds_that_cannot_work() {
+    let (code, err) = common::validate_config(
+        r#"
+[listeners.udp]
+kind = "udp"
+bind = "127.0.0.1:0"
+[sinks.files]
+type = "file"
+path = "/tmp/x"
+[sinks.files.queue]
+capacity = 0
+max_bytes = 1000
+[default_route]
+sinks = ["files"]
+"#,
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("2 error(s)"), "{err}");
+    assert!(
+        err.contains("sinks.files.queue.capacity: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sinks.files.queue.max_bytes: 1000 is too small; give at least 65536"),
+        "{err}"
+    );
 }
 
 #[test]
