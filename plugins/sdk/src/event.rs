@@ -151,7 +151,8 @@ impl EventBatch {
         // A receive call that returned fewer messages than reserved would
         // otherwise keep the unused room alive as long as any of its
         // events waits in a queue (seen: 4x the queued bytes). Shrinking
-        // gives the tail back in place; nothing is moved.
+        // gives the tail back (glibc's realloc shrinks in place, without
+        // moving the messages).
         items.shrink_to_fit();
         let batch = Arc::new(items);
         out.extend((0..batch.len()).map(|index| Event {
