@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -325,6 +326,44 @@ def es_direct_rate(url, lines, per_request=1000):
     return len(lines) / (time.time() - start)
 
 
+class MemorySampler:
+    """Samples hepflow's RSS and each sink queue's bytes every 0.2 s in the
+    background; stop() returns the sample with the highest RSS (what the
+    memory was made of at the peak)."""
+
+    def __init__(self, h, names):
+        self.h, self.names, self.best, self.fullest = h, names, None, None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.wait(0.2):
+            try:
+                m = self.h.metrics()
+                rss = self.h.rss_kib()["VmRSS"] / 1024
+            except (OSError, AttributeError):
+                continue
+            sample = {
+                "rss_mib": rss,
+                "heap_in_use_mib": metric(m, "hepflow_heap_in_use_bytes") / 2**20,
+                "heap_free_mib": metric(m, "hepflow_heap_free_bytes") / 2**20,
+                "queue_mib": {n: metric(m, "hepflow_sink_queue_bytes", {"sink": n}) / 2**20
+                              for n in self.names},
+                "hep_target_depth": metric(m, "hepflow_hep_target_queue_depth"),
+            }
+            if self.best is None or rss > self.best["rss_mib"]:
+                self.best = sample
+            queued = sum(sample["queue_mib"].values())
+            if self.fullest is None or queued > sum(self.fullest["queue_mib"].values()):
+                self.fullest = sample
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return self.best and dict(self.best, fullest=self.fullest)
+
+
 def every_sink(rates, seconds):
     """Every sink configured at once, each with its default queue, all fed
     by the default route: the memory bound under full load. Slow backends
@@ -352,6 +391,7 @@ def every_sink(rates, seconds):
     try:
         for rate in rates:
             before = h.all_counts()
+            sampler = MemorySampler(h, names)
             sent = run_load(["send", "--to", f"127.0.0.1:{h.port}", "--rate", str(rate),
                              "--duration", f"{seconds}s"])
             rss_after_send = h.rss_kib()
@@ -362,13 +402,26 @@ def every_sink(rates, seconds):
                 c, drain_s = drain(h, n, want, timeout=20)
                 per_sink[n] = {k: c[k] - b[k] for k in ("sent", "dropped", "failed")}
                 per_sink[n]["drain_s"] = drain_s
+            peak = sampler.stop()
             step = {"offered": rate, "sent": sent["sent"], "send_rate": sent["rate"],
-                    "rss_after_send": rss_after_send, "rss": h.rss_kib(), "sinks": per_sink}
+                    "rss_after_send": rss_after_send, "rss": h.rss_kib(), "sinks": per_sink,
+                    "at_peak": peak}
             steps.append(step)
             print(f"    offered {rate or 'max':>8}: sent {sent['rate']:>10.0f}/s  RSS peak "
                   f"{step['rss']['VmHWM'] / 1024:.0f} MiB  "
                   + "  ".join(f"{n} {100 * v['sent'] / max(sent['sent'], 1):.1f} %" for n, v in per_sink.items()),
                   file=sys.stderr)
+            if peak:
+                print(f"      at the highest RSS sampled ({peak['rss_mib']:.0f} MiB): heap in use "
+                      f"{peak['heap_in_use_mib']:.0f} MiB, free {peak['heap_free_mib']:.0f} MiB; queue bytes "
+                      + "  ".join(f"{n} {v:.1f}" for n, v in peak["queue_mib"].items())
+                      + f" MiB (sum {sum(peak['queue_mib'].values()):.1f}); hep target queue "
+                      f"{peak['hep_target_depth']:.0f} msgs", file=sys.stderr)
+                f = peak["fullest"]
+                print(f"      with the queues fullest (RSS {f['rss_mib']:.0f} MiB, heap in use "
+                      f"{f['heap_in_use_mib']:.0f}, free {f['heap_free_mib']:.0f}): queue bytes "
+                      + "  ".join(f"{n} {v:.1f}" for n, v in f["queue_mib"].items())
+                      + f" MiB (sum {sum(f['queue_mib'].values()):.1f})", file=sys.stderr)
     finally:
         h.stop()
         recv.terminate()

@@ -1,14 +1,15 @@
 //! The HTTP API (axum): `GET /health` (the process is alive), `GET /ready`
 //! (every listener bound and every sink healthy), `GET /metrics`
 //! (Prometheus text) and `GET /api/v1/stats` (the same counters as JSON,
-//! plus listener addresses and sink health).
+//! plus listener addresses and sink health). Memory gauges (resident set,
+//! heap in use and free) are read when either is asked for.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use hepflow_sdk::metrics::Registry;
+use hepflow_sdk::metrics::{Gauge, Registry};
 use hepflow_sdk::sink::Health;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,51 @@ pub struct ApiState {
     pub listeners: std::sync::Mutex<Vec<(String, String, SocketAddr)>>,
     /// Sink names and health.
     pub sinks: Vec<(String, Health)>,
+    /// Process memory, refreshed on every scrape.
+    pub memory: MemoryGauges,
+}
+
+/// The process's memory, as gauges read at scrape time: what the queues'
+/// byte bounds do not show (what sinks hold in flight, what the allocator
+/// keeps after a burst).
+pub struct MemoryGauges {
+    resident: Gauge,
+    heap_in_use: Gauge,
+    heap_free: Gauge,
+}
+
+impl MemoryGauges {
+    /// Register the gauges.
+    pub fn new(registry: &Registry) -> Self {
+        MemoryGauges {
+            resident: registry.gauge(
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                &[],
+            ),
+            heap_in_use: registry.gauge(
+                "hepflow_heap_in_use_bytes",
+                "Heap bytes allocated and not yet freed (glibc mallinfo2)",
+                &[],
+            ),
+            heap_free: registry.gauge(
+                "hepflow_heap_free_bytes",
+                "Heap bytes freed but kept by the allocator, not returned to the kernel (glibc mallinfo2)",
+                &[],
+            ),
+        }
+    }
+
+    fn refresh(&self) {
+        let set = |g: &Gauge, v: usize| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        if let Some(rss) = crate::malloc_tuning::resident_bytes() {
+            set(&self.resident, rss);
+        }
+        if let Some(h) = crate::malloc_tuning::heap_stats() {
+            set(&self.heap_in_use, h.in_use);
+            set(&self.heap_free, h.free);
+        }
+    }
 }
 
 /// The API's routes.
@@ -67,6 +113,7 @@ async fn ready(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+    state.memory.refresh();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.registry.render_prometheus(),
@@ -74,6 +121,7 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
 }
 
 async fn stats(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
+    state.memory.refresh();
     let listeners: serde_json::Map<String, serde_json::Value> = state
         .listeners
         .lock()

@@ -127,6 +127,7 @@ pub async fn run(
             .iter()
             .map(|s| (s.name.clone(), s.health.clone()))
             .collect(),
+        memory: crate::api::MemoryGauges::new(&registry),
     });
 
     // Listeners.

@@ -377,9 +377,11 @@ pub enum WhenFull {
 pub struct QueueConfig {
     /// Messages the queue holds at most.
     pub capacity: usize,
-    /// Bytes the queue holds at most: each message counts its raw size
-    /// plus ~600 bytes of bookkeeping (`hepflow_sink_queue_bytes`). The
-    /// default keeps six sinks' full queues within ~200 MiB.
+    /// Bytes of memory the queue keeps alive at most: each run of queued
+    /// messages from one receive batch counts that whole batch (its raw
+    /// bytes plus ~600 bytes of bookkeeping per message;
+    /// `hepflow_sink_queue_bytes`). The default keeps six sinks' full
+    /// queues within ~200 MiB.
     pub max_bytes: usize,
     /// Policy when full (either bound reached).
     pub when_full: WhenFull,

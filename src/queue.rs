@@ -2,8 +2,13 @@
 //!
 //! Producers (UDP receive threads, TCP connection tasks, the Kafka source)
 //! push whole batches; the sink's task pops batches. Two bounds: messages
-//! (`capacity`) and bytes (`max_bytes`, each message counted by
-//! [`Event::footprint`]: its raw bytes plus the per-message bookkeeping).
+//! (`capacity`) and bytes (`max_bytes`). Bytes count what the queue keeps
+//! alive, not only what its messages weigh: events received together share
+//! one allocation that lives while any of them does, so each run of queued
+//! events from one receive batch is charged that batch's whole
+//! [`Event::batch_footprint`], once. A queue fed by a narrow route (one
+//! message in fifty) or one that drops when full (runs with gaps) then
+//! still holds no more memory than its bound.
 //! When the queue is full, the policy decides: `block` waits
 //! for room (a thread waits on a condition variable, a task on a `Notify`),
 //! `drop_newest` drops what does not fit and counts it. After [`SinkQueue::close`]
@@ -34,7 +39,7 @@ pub struct QueueMetrics {
     pub dropped_shutdown: Counter,
     /// Current depth.
     pub depth: Gauge,
-    /// Bytes held (sum of [`Event::footprint`]).
+    /// Bytes held alive (see the module doc).
     pub bytes: Gauge,
 }
 
@@ -59,7 +64,7 @@ impl QueueMetrics {
             ),
             bytes: registry.gauge(
                 "hepflow_sink_queue_bytes",
-                "Bytes of the messages waiting in a sink's queue (raw size plus per-message bookkeeping)",
+                "Bytes a sink's queue keeps alive: the receive batches of the messages waiting in it",
                 &[("sink", name)],
             ),
             depth: registry.gauge(
@@ -71,11 +76,29 @@ impl QueueMetrics {
     }
 }
 
+/// One queued event and what it is charged.
+struct Item {
+    event: Event,
+    /// Its batch's footprint for the first event of a run of one batch,
+    /// 0 for the others (the run's memory is charged once).
+    charge: usize,
+}
+
 /// What the queue holds.
 struct Queued {
-    items: VecDeque<Event>,
-    /// Sum of the items' footprints.
+    items: VecDeque<Item>,
+    /// Sum of the items' charges.
     bytes: usize,
+}
+
+impl Queued {
+    /// What `ev` adds if queued at the back now.
+    fn charge_for(&self, ev: &Event) -> usize {
+        match self.items.back() {
+            Some(last) if last.event.same_batch(ev) => 0,
+            _ => ev.batch_footprint(),
+        }
+    }
 }
 
 /// One sink's bounded queue.
@@ -123,9 +146,9 @@ impl SinkQueue {
         }
     }
 
-    /// Also bound the queue to `max_bytes` (sum of the messages'
-    /// [`Event::footprint`]); a message larger than that still passes
-    /// when the queue is empty, so nothing is refused for its size alone.
+    /// Also bound the queue to `max_bytes` of memory kept alive (see the
+    /// module doc); a batch larger than that still passes when the queue
+    /// is empty, so nothing is refused for its size alone.
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -141,7 +164,7 @@ impl SinkQueue {
         self.lock().items.len()
     }
 
-    /// Bytes waiting (sum of [`Event::footprint`]).
+    /// Bytes kept alive by what waits (see the module doc).
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
@@ -173,18 +196,21 @@ impl SinkQueue {
         let mut q = self.lock();
         let room = self.capacity.saturating_sub(q.items.len());
         let mut take = 0;
-        let mut bytes = q.bytes;
-        for ev in batch.iter().take(room) {
-            let size = ev.footprint();
+        let mut rest = std::mem::take(batch).into_iter();
+        while take < room {
+            let Some(event) = rest.next() else { break };
+            let charge = q.charge_for(&event);
             // The first message into an empty queue always fits.
-            if bytes > 0 && bytes.saturating_add(size) > self.max_bytes {
+            if q.bytes > 0 && q.bytes.saturating_add(charge) > self.max_bytes {
+                batch.push(event);
                 break;
             }
-            bytes = bytes.saturating_add(size);
+            q.bytes = q.bytes.saturating_add(charge);
+            q.items.push_back(Item { event, charge });
             take += 1;
         }
-        q.items.extend(batch.drain(..take));
-        q.bytes = bytes;
+        batch.extend(rest);
+        let bytes = q.bytes;
         let depth = q.items.len();
         drop(q);
         if take > 0 {
@@ -272,10 +298,24 @@ impl SinkQueue {
             }
             let mut q = self.lock();
             let take = max.min(q.items.len());
-            let start = out.len();
-            out.extend(q.items.drain(..take));
-            let popped: usize = out[start..].iter().map(Event::footprint).sum();
-            q.bytes = q.bytes.saturating_sub(popped);
+            let mut released = 0;
+            let mut run_charge = 0;
+            for item in q.items.drain(..take) {
+                if item.charge > 0 {
+                    run_charge = item.charge;
+                }
+                released += item.charge;
+                out.push(item.event);
+            }
+            // A run split by this pop: what is left of it still holds its
+            // batch alive, so its charge moves to the new first item.
+            if let (Some(last), Some(front)) = (out.last(), q.items.front_mut()) {
+                if front.charge == 0 && front.event.same_batch(last) {
+                    front.charge = run_charge;
+                    released -= run_charge;
+                }
+            }
+            q.bytes = q.bytes.saturating_sub(released);
             let (depth, bytes) = (q.items.len(), q.bytes);
             drop(q);
             self.metrics.depth.set(depth as i64);
@@ -327,22 +367,26 @@ mod tests {
         (q, r)
     }
 
+    fn meta() -> ReceiveMeta {
+        ReceiveMeta {
+            listener: "t".into(),
+            transport: Transport::Udp,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            received_at: std::time::SystemTime::now(),
+        }
+    }
+
     fn ev_of(raw_len: usize) -> Event {
         Event::new(
             HepMessage::new_v3(Bytes::from_static(b"x")),
             Bytes::from(vec![0u8; raw_len]),
-            ReceiveMeta {
-                listener: "t".into(),
-                transport: Transport::Udp,
-                peer: "127.0.0.1:1".parse().unwrap(),
-                received_at: std::time::SystemTime::now(),
-            },
+            meta(),
         )
     }
 
     #[tokio::test]
     async fn the_byte_bound_drops_what_does_not_fit_and_frees_on_pop() {
-        let one = ev_of(1000).footprint();
+        let one = ev_of(1000).batch_footprint();
         assert!(one > 1000, "footprint counts bookkeeping too: {one}");
         let r = Registry::new();
         let q = SinkQueue::new(1000, WhenFull::DropNewest, QueueMetrics::new(&r, "s"))
@@ -382,6 +426,77 @@ mod tests {
         assert_eq!(q.bytes(), 0);
     }
 
+    /// `n` events made together (one receive batch), each `raw_len` bytes.
+    fn batch_of(n: usize, raw_len: usize) -> Vec<Event> {
+        let mut b = hepflow_sdk::EventBatch::new();
+        for _ in 0..n {
+            b.push(
+                HepMessage::new_v3(Bytes::from_static(b"x")),
+                Bytes::from(vec![0u8; raw_len]),
+                meta(),
+            );
+        }
+        let mut out = Vec::new();
+        b.finish(&mut out);
+        out
+    }
+
+    #[tokio::test]
+    async fn a_run_of_one_batch_is_charged_the_whole_batch_once() {
+        let r = Registry::new();
+        let q = SinkQueue::new(1000, WhenFull::DropNewest, QueueMetrics::new(&r, "s"));
+        let a = batch_of(100, 500);
+        let whole = a[0].batch_footprint();
+        assert!(whole > 100 * 500, "the batch's bytes and storage: {whole}");
+        // A narrow route: 2 of 100 messages keep all 100 alive.
+        q.push(vec![a[3].clone(), a[70].clone()]).await;
+        assert_eq!(q.bytes(), whole);
+        // Another batch, whole: charged once more.
+        let b = batch_of(10, 500);
+        let b_whole = b[0].batch_footprint();
+        q.push(b.clone()).await;
+        assert_eq!(q.bytes(), whole + b_whole);
+        assert_eq!(
+            r.value("hepflow_sink_queue_bytes", &[("sink", "s")]),
+            Some((whole + b_whole) as f64)
+        );
+        // Popping a's run frees a's charge; popping part of b's run keeps
+        // b's charge (its other events still hold the batch alive).
+        let mut got = Vec::new();
+        assert!(q.pop_batch(2, Duration::ZERO, &mut got).await);
+        assert_eq!(q.bytes(), b_whole);
+        assert!(q.pop_batch(4, Duration::ZERO, &mut got).await);
+        assert_eq!(q.len(), 6);
+        assert_eq!(q.bytes(), b_whole);
+        assert!(q.pop_batch(100, Duration::ZERO, &mut got).await);
+        assert_eq!(q.bytes(), 0);
+        assert_eq!(got.len(), 12);
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_counts_batches_not_messages() {
+        // Room for a little over one batch of 100: a narrow route taking
+        // one message from each batch fills it after two batches, not 200.
+        let one_batch = batch_of(100, 500)[0].batch_footprint();
+        let r = Registry::new();
+        let q = SinkQueue::new(1000, WhenFull::DropNewest, QueueMetrics::new(&r, "s"))
+            .with_max_bytes(one_batch + one_batch / 2);
+        let mut queued = 0;
+        for _ in 0..5 {
+            queued += q.push(vec![batch_of(100, 500)[0].clone()]).await.queued;
+        }
+        // The first always fits an empty queue; the second would pass the
+        // bound.
+        assert_eq!(queued, 1);
+        assert_eq!(
+            r.value(
+                "hepflow_sink_dropped_total",
+                &[("sink", "s"), ("reason", "queue_full")]
+            ),
+            Some(4.0)
+        );
+    }
+
     #[tokio::test]
     async fn a_message_larger_than_the_byte_bound_passes_an_empty_queue() {
         let r = Registry::new();
@@ -399,7 +514,7 @@ mod tests {
 
     #[test]
     fn block_waits_on_the_byte_bound_until_the_consumer_pops() {
-        let one = ev_of(100).footprint();
+        let one = ev_of(100).batch_footprint();
         let r = Registry::new();
         let q = Arc::new(
             SinkQueue::new(1000, WhenFull::Block, QueueMetrics::new(&r, "s"))

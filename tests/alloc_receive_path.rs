@@ -4,7 +4,7 @@
 //! 64 and one of 640 messages; the counts must not grow with the batch.
 
 use hepflow::config::{Config, WhenFull};
-use hepflow::ingest::udp::{ReceiveBatch, ARENA_BYTES};
+use hepflow::ingest::udp::ReceiveBatch;
 use hepflow::ingest::{Decoder, ListenerMetrics};
 use hepflow::pipeline::{Pipeline, SinkSlot};
 use hepflow::queue::{QueueMetrics, SinkQueue};
@@ -107,7 +107,9 @@ fn allocations_per_batch_do_not_grow_with_the_batch() {
     let mut batcher = ReceiveBatch::new(1024);
 
     let mut run = |n: usize| -> (u64, u64, u64) {
+        let bytes: usize = (0..n).map(|i| msgs[i % msgs.len()].len()).sum();
         let (_, store) = counted(|| {
+            batcher.begin(bytes);
             for i in 0..n {
                 batcher.push(&decoder, &msgs[i % msgs.len()], peer, now);
             }
@@ -117,26 +119,21 @@ fn allocations_per_batch_do_not_grow_with_the_batch() {
         let (_, dispatch) = counted(|| pipeline.dispatch_blocking(events));
         (store, make, dispatch)
     };
-    // Warm up: the first arena, the queues' buffers.
+    // Warm up: the queues' buffers.
     run(640);
     run(640);
     let (store_64, make_64, dispatch_64) = run(64);
     let (store_640, make_640, dispatch_640) = run(640);
-    // Storing and decoding: no allocation per datagram; per batch the
-    // event storage, reserved whole at the first push, plus one arena per
-    // ARENA_BYTES of traffic (and one more where a batch starts a new one).
-    let arenas = |n: usize| {
-        let bytes: usize = (0..n).map(|i| msgs[i % msgs.len()].len()).sum();
-        (bytes / ARENA_BYTES + 1) as u64
-    };
+    // Storing and decoding: no allocation per datagram; per batch its
+    // buffer (made shareable: one more small allocation) and its event
+    // storage, reserved whole at the first push.
     assert!(
-        store_64 <= 1 + arenas(64),
+        store_64 <= 3,
         "store+decode of 64 allocated {store_64} times"
     );
-    assert!(
-        store_640 <= 1 + arenas(640),
-        "store+decode of 640 allocated {store_640} times (arenas: {})",
-        arenas(640)
+    assert_eq!(
+        store_64, store_640,
+        "store+decode allocations grew with the batch"
     );
     // Making the events: the shared batch and the list, whatever the size.
     assert!(make_64 <= 3, "making 64 events allocated {make_64} times");

@@ -60,6 +60,13 @@ fn corpus_over_udp_lands_in_the_file_sink_and_metrics() {
         metric(&m, r#"hepflow_sink_queued_total{sink="files"}"#),
         total
     );
+    // Everything was popped: the queue keeps nothing alive.
+    assert_eq!(metric(&m, r#"hepflow_sink_queue_bytes{sink="files"}"#), 0.0);
+    // The memory gauges are read at scrape time.
+    let rss = metric(&m, "process_resident_memory_bytes");
+    assert!((1e6..2e9).contains(&rss), "resident {rss}");
+    let heap = metric(&m, "hepflow_heap_in_use_bytes");
+    assert!(heap > 0.0, "heap in use {heap}");
     assert!(h.stop().success());
 
     let docs = h.documents();

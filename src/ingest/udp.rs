@@ -1,9 +1,10 @@
 //! The UDP listener: `workers` sockets bound to the same address with
 //! SO_REUSEPORT, each served by its own OS thread running a batched receive
 //! loop (`recvmmsg` on Linux). Datagrams are received into a per-thread
-//! scratch area, then packed back to back into a shared arena buffer, so an
-//! event's bytes are a slice of a large shared allocation rather than one
-//! allocation per datagram; the events of one batch share one allocation
+//! scratch area, then packed back to back into one buffer per receive call,
+//! sized exactly to them, so an event's bytes are a slice of its batch's
+//! buffer rather than one allocation per datagram, and a batch keeps no
+//! memory alive but its own; the events of one batch share one allocation
 //! ([`ReceiveBatch`]). Each received batch is decoded and handed to the
 //! pipeline in one call.
 
@@ -18,13 +19,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Size of one shared arena buffer that received datagrams are packed into.
-/// An arena lives as long as any message in it waits in some queue: a
-/// queue that drops when full holds runs of messages with gaps, and each
-/// run keeps the arenas at its ends alive whole. 256 KiB keeps that
-/// overhead to ~0.5 MiB per run at one allocation per 256 KiB of traffic
-/// (six lagging sinks: 232-307 MiB peak RSS, against 318-327 MiB with
-/// 1 MiB arenas; BENCHMARKS.md).
+/// Size of the shared buffer datagrams are packed into when the caller
+/// does not say beforehand how many bytes a batch will hold
+/// ([`ReceiveBatch::begin`]; the Linux receive loop always does, so there
+/// each batch gets a buffer of exactly its size). A buffer lives as long as
+/// any message in it waits in some queue.
 pub const ARENA_BYTES: usize = 256 * 1024;
 
 /// How often a blocked receive wakes up to check for shutdown.
@@ -94,12 +93,13 @@ struct Arena {
 }
 
 /// Turns the datagrams of one receive call into events: each datagram is
-/// packed into the shared arena, decoded (its fields are slices of the
-/// arena), and the batch's events are made in one allocation. After warm-up
-/// this allocates nothing per datagram: one arena per [`ARENA_BYTES`] of
-/// traffic, the batch's event storage (reserved whole at the first push,
-/// and never moved afterwards), and two allocations per batch in
-/// [`ReceiveBatch::take_events`] (the shared handle and the list).
+/// packed into the batch's buffer, decoded (its fields are slices of the
+/// buffer), and the batch's events are made in one allocation. This
+/// allocates nothing per datagram: per batch one buffer (of the size given
+/// to [`Self::begin`], else one per [`ARENA_BYTES`] of traffic), the
+/// batch's event storage (reserved whole at the first push, and never
+/// moved afterwards), and two allocations in [`ReceiveBatch::take_events`]
+/// (the shared handle and the list).
 pub struct ReceiveBatch {
     arena: Arena,
     events: hepflow_sdk::EventBatch,
@@ -112,6 +112,15 @@ impl ReceiveBatch {
             arena: Arena::new(),
             events: hepflow_sdk::EventBatch::with_reserve(batch),
         }
+    }
+
+    /// Start a batch whose datagrams add up to `bytes`: they are packed
+    /// into one buffer of exactly that size, which the batch's events then
+    /// keep alive and nothing else (a buffer shared with the next batch
+    /// would stay alive as long as either batch's messages wait anywhere,
+    /// which the queues' byte bounds would not see).
+    pub fn begin(&mut self, bytes: usize) {
+        self.arena.buf = BytesMut::with_capacity(bytes);
     }
 
     /// Store and decode one datagram (errors are counted by the decoder).
@@ -131,7 +140,7 @@ impl ReceiveBatch {
 impl Arena {
     fn new() -> Self {
         Arena {
-            buf: BytesMut::with_capacity(ARENA_BYTES),
+            buf: BytesMut::new(),
         }
     }
 
@@ -206,6 +215,16 @@ fn receive_loop(
             }
         }
         let now = SystemTime::now();
+        let fits = |m: &libc::mmsghdr| {
+            (m.msg_len as usize) <= max && m.msg_hdr.msg_flags & libc::MSG_TRUNC == 0
+        };
+        received.begin(
+            msgs[..n as usize]
+                .iter()
+                .filter(|m| fits(m))
+                .map(|m| m.msg_len as usize)
+                .sum(),
+        );
         for i in 0..n as usize {
             let len = msgs[i].msg_len as usize;
             m.received.inc();
@@ -214,7 +233,7 @@ fn receive_loop(
             let peer = unsafe { socket2::SockAddr::new(addrs[i], msgs[i].msg_hdr.msg_namelen) }
                 .as_socket()
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-            if len > max || msgs[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+            if !fits(&msgs[i]) {
                 m.truncated.inc();
                 m.log_bad(peer, "dropped a datagram larger than max_datagram_bytes");
                 continue;

@@ -85,6 +85,14 @@ impl Preparer {
         Ok(self.buf.split().freeze())
     }
 
+    fn copy(&mut self, raw: &[u8]) -> Bytes {
+        if self.buf.capacity() < raw.len() {
+            self.buf.reserve(raw.len().max(64 * 1024));
+        }
+        self.buf.extend_from_slice(raw);
+        self.buf.split().freeze()
+    }
+
     /// The forwarded form of `ev` (`key` is filled in by the caller).
     pub fn prepare(&mut self, ev: &Event) -> Result<Msg, Skip> {
         let hep = ev.hep();
@@ -95,7 +103,11 @@ impl Preparer {
         }
         match self.encoding {
             Encoding::Passthrough => {
-                let raw = ev.raw().clone();
+                // Copied (into this preparer's running buffer): a slice of
+                // the received bytes would keep the message's whole
+                // receive batch alive while it waits in a target's queue,
+                // which the target queue's bound (in messages) cannot see.
+                let raw = self.copy(ev.raw());
                 let stream = if hep.version != HepVersion::V3 && self.need_stream_form {
                     self.encode(hep).map_err(Skip::Encode)?
                 } else {

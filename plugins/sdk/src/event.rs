@@ -6,6 +6,8 @@
 //! batch), so the receive path allocates per batch, not per message; an
 //! event keeps its whole batch alive until the last event of it is dropped
 //! (at most one receive batch — `batch_size` messages — per retained event).
+//! What that is in bytes is [`Event::batch_footprint`]: what sink queues
+//! count against their byte bound, once per run of events of one batch.
 //! Messages are decoded straight into the batch's storage, which is then
 //! shared as it is: a message is not moved again after it is pushed.
 
@@ -65,10 +67,40 @@ struct EventInner {
     sip: OnceLock<Option<Box<SipSummary>>>,
 }
 
+/// The storage events made together share.
+struct Shared {
+    items: Vec<EventInner>,
+    /// See [`Event::batch_footprint`].
+    footprint: usize,
+}
+
+impl Shared {
+    fn new(items: Vec<EventInner>) -> Self {
+        // What the batch keeps alive: the messages' bytes (each batch's
+        // receive buffer holds exactly them on UDP; on TCP they are the
+        // batch's share of a connection's read buffer), the storage, one
+        // handle per event in whatever list holds it, and a parsed SIP
+        // summary for every SIP message (a sink may parse it while another
+        // sink's queue still holds the event).
+        let (raw, sip) = items.iter().fold((0, 0), |(raw, sip), e| {
+            (
+                raw + e.raw.len(),
+                sip + usize::from(e.hep.proto_type == proto_type::SIP),
+            )
+        });
+        let footprint = raw
+            + items.capacity() * std::mem::size_of::<EventInner>()
+            + items.len() * std::mem::size_of::<Event>()
+            + sip * std::mem::size_of::<SipSummary>()
+            + std::mem::size_of::<Shared>();
+        Shared { items, footprint }
+    }
+}
+
 /// One received HEP message, cheap to clone (shared).
 #[derive(Clone)]
 pub struct Event {
-    batch: Arc<Vec<EventInner>>,
+    batch: Arc<Shared>,
     index: usize,
 }
 
@@ -154,8 +186,9 @@ impl EventBatch {
         // gives the tail back (glibc's realloc shrinks in place, without
         // moving the messages).
         items.shrink_to_fit();
-        let batch = Arc::new(items);
-        out.extend((0..batch.len()).map(|index| Event {
+        let n = items.len();
+        let batch = Arc::new(Shared::new(items));
+        out.extend((0..n).map(|index| Event {
             batch: batch.clone(),
             index,
         }));
@@ -167,28 +200,38 @@ impl Event {
     /// its receive metadata.
     pub fn new(hep: HepMessage, raw: Bytes, meta: ReceiveMeta) -> Self {
         Event {
-            batch: Arc::new(vec![EventInner {
+            batch: Arc::new(Shared::new(vec![EventInner {
                 hep,
                 raw,
                 meta,
                 sip: OnceLock::new(),
-            }]),
+            }])),
             index: 0,
         }
     }
 
     fn inner(&self) -> &EventInner {
-        &self.batch[self.index]
+        &self.batch.items[self.index]
     }
 
-    /// The memory this event stands for while it waits in a queue, in
-    /// bytes: the raw message plus the per-message bookkeeping (the decoded
-    /// fields and the handle). What byte bounds on queues count. It is an
-    /// estimate: the fields are slices of shared receive buffers, which a
-    /// queue holding only a sparse subset of the traffic (a narrow route)
-    /// keeps alive around its messages too.
-    pub fn footprint(&self) -> usize {
-        self.inner().raw.len() + std::mem::size_of::<EventInner>() + std::mem::size_of::<Event>()
+    /// The memory this event keeps alive while anything holds it, in
+    /// bytes: its whole batch (the events received together with it share
+    /// one allocation and one receive buffer, and live until the last of
+    /// them is dropped): the messages' raw bytes, the decoded fields, the
+    /// handles, and room for a SIP summary per SIP message. A queue that
+    /// holds one event of a batch or all of them keeps the same memory
+    /// alive, so byte bounds count this once per run of events of one
+    /// batch ([`Event::same_batch`]). An estimate on TCP, where the
+    /// messages are slices of a connection's read buffer: a batch is
+    /// charged its own messages' bytes, not the rest of that buffer.
+    pub fn batch_footprint(&self) -> usize {
+        self.batch.footprint
+    }
+
+    /// Whether `self` and `other` were made together (share a batch, so
+    /// hold each other's memory alive).
+    pub fn same_batch(&self, other: &Event) -> bool {
+        Arc::ptr_eq(&self.batch, &other.batch)
     }
 
     /// The decoded message.
