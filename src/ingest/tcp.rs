@@ -18,6 +18,14 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
+/// A connection task yields to the runtime after handing on this many
+/// messages. A busy stream is always readable, so without it a task
+/// keeps its worker for up to tokio's budget of 128 reads (~12,000
+/// messages of 600 bytes) at a time; four such connections filled a sink's
+/// 32 MiB queue before the sink's own task got a turn, and 21 % of the
+/// messages were dropped at the null sink's queue at 1.6 M msg/s.
+const YIELD_EVERY_MESSAGES: usize = 2048;
+
 /// Bind a stream listener (TCP, or TLS before its handshake).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
@@ -139,6 +147,7 @@ pub async fn connection<S: AsyncRead + Unpin>(
     let m = &decoder.metrics;
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut parts = hepflow_sdk::EventBatch::new();
+    let mut since_yield = 0;
     loop {
         // Cut every whole frame out of the buffer; the frames of one read
         // become events in one shared allocation.
@@ -179,7 +188,12 @@ pub async fn connection<S: AsyncRead + Unpin>(
             m.bytes.add(len as u64);
             decoder.decode_into(frame, peer, now, &mut parts);
         }
+        since_yield += parts.len();
         flush(pipeline, &mut parts).await;
+        if since_yield >= YIELD_EVERY_MESSAGES {
+            since_yield = 0;
+            tokio::task::yield_now().await;
+        }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
