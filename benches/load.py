@@ -287,6 +287,19 @@ SCENARIOS = {
 }
 
 
+def reset_es_indices():
+    """Delete the `hep-*` indices in the test Elasticsearch server, so each
+    run starts from empty indices (osmem-server slows down as its
+    in-memory indices grow: runs would otherwise depend on earlier ones)."""
+    url = os.environ.get("HEPFLOW_TEST_OSMEM_URL")
+    if url:
+        req = urllib.request.Request(f"{url}/hep-*", method="DELETE")
+        try:
+            urllib.request.urlopen(req, timeout=60).read()
+        except OSError as e:
+            print(f"    could not delete the hep-* indices: {e}", file=sys.stderr)
+
+
 def sample_documents(n):
     """n event documents as hepflow writes them (the file sink's NDJSON
     lines for n generated messages)."""
@@ -386,6 +399,7 @@ def every_sink(rates, seconds):
             names.append(sink)
         else:
             print(f"    every sink: {sink} left out ({env} not set)", file=sys.stderr)
+    reset_es_indices()
     h = Hepflow(toml, names)
     steps = []
     try:
@@ -468,6 +482,8 @@ def main():
             continue
         toml = toml.format(**os.environ)
         print(f"hepflow -> {name}", file=sys.stderr)
+        if sink == "es":
+            reset_es_indices()
         h = Hepflow(toml, sink)
         try:
             key = "sent"

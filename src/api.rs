@@ -54,7 +54,7 @@ impl MemoryGauges {
             ),
             heap_free: registry.gauge(
                 "hepflow_heap_free_bytes",
-                "Heap bytes freed but kept by the allocator, not returned to the kernel (glibc mallinfo2)",
+                "Heap bytes free inside the allocator (glibc mallinfo2; pages of it may have been returned to the kernel, see hepflow_heap_trims_total)",
                 &[],
             ),
         }

@@ -136,6 +136,18 @@ pub async fn run(
     };
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
+    {
+        let trims = registry.counter(
+            "hepflow_heap_trims_total",
+            "Times the heap returned free memory to the kernel (over 64 MiB freed since the last time)",
+            &[],
+        );
+        let stop = stop_flag.clone();
+        std::thread::Builder::new()
+            .name("heap-reclaim".into())
+            .spawn(move || crate::malloc_tuning::reclaim_loop(trims, &stop))
+            .context("starting the heap reclaim thread")?;
+    }
     let mut udp_threads = Vec::new();
     let mut all_listener_metrics = Vec::new();
     let mut tcp_tasks = Vec::new();
