@@ -552,8 +552,14 @@ def soak(seconds, rate):
         start = time.time()
         while sender.poll() is None:
             time.sleep(10)
-            series.append({"t": round(time.time() - start), "rss_kib": h.rss_kib()["VmRSS"]})
-            print(f"    soak t={series[-1]['t']}s rss={series[-1]['rss_kib']} KiB", file=sys.stderr)
+            m = h.metrics()
+            series.append({"t": round(time.time() - start), "rss_kib": h.rss_kib()["VmRSS"],
+                           "heap_in_use": metric(m, "hepflow_heap_in_use_bytes"),
+                           "heap_free": metric(m, "hepflow_heap_free_bytes"),
+                           "heap_trims": metric(m, "hepflow_heap_trims_total")})
+            p = series[-1]
+            print(f"    soak t={p['t']}s rss={p['rss_kib']} KiB heap in use {p['heap_in_use'] / 2**20:.1f} MiB "
+                  f"free {p['heap_free'] / 2**20:.1f} MiB trims {p['heap_trims']:.0f}", file=sys.stderr)
         sent = json.loads(sender.stdout.read().strip().splitlines()[-1])
         got = settle(h, "sent", h.counts()["sent"])
     finally:
@@ -617,8 +623,12 @@ def print_table(results, rows, base_rate):
     s = results.get("soak")
     if s:
         rss = [p["rss_kib"] for p in s["series"]]
-        print(f"\nSoak: {s['rate']} msg/s for {len(rss) * 10} s into the file sink; RSS every 10 s (MiB): "
-              + ", ".join(f"{r / 1024:.0f}" for r in rss))
+        lost = s["sent"] - s["delivered"]
+        print(f"\nSoak: {s['rate']} msg/s for {len(rss) * 10} s into the file sink; {s['sent']} sent, "
+              f"{s['delivered']:.0f} written ({100 * lost / max(s['sent'], 1):.2f} % lost); RSS every 10 s (MiB): "
+              + ", ".join(f"{r / 1024:.0f}" for r in rss)
+              + "; heap in use (MiB): " + ", ".join(f"{p['heap_in_use'] / 2**20:.0f}" for p in s["series"])
+              + "; heap free (MiB): " + ", ".join(f"{p['heap_free'] / 2**20:.0f}" for p in s["series"]))
 
 
 if __name__ == "__main__":
