@@ -367,6 +367,13 @@ mod tests {
         (q, r)
     }
 
+    fn dropped_full(r: &Registry) -> Option<f64> {
+        r.value(
+            "hepflow_sink_dropped_total",
+            &[("sink", "s"), ("reason", "queue_full")],
+        )
+    }
+
     fn meta() -> ReceiveMeta {
         ReceiveMeta {
             listener: "t".into(),
@@ -404,13 +411,7 @@ mod tests {
             r.value("hepflow_sink_queue_bytes", &[("sink", "s")]),
             Some((3 * one) as f64)
         );
-        assert_eq!(
-            r.value(
-                "hepflow_sink_dropped_total",
-                &[("sink", "s"), ("reason", "queue_full")]
-            ),
-            Some(2.0)
-        );
+        assert_eq!(dropped_full(&r), Some(2.0));
         let mut got = Vec::new();
         assert!(q.pop_batch(2, Duration::ZERO, &mut got).await);
         assert_eq!(got.len(), 2);
@@ -488,13 +489,7 @@ mod tests {
         // The first always fits an empty queue; the second would pass the
         // bound.
         assert_eq!(queued, 1);
-        assert_eq!(
-            r.value(
-                "hepflow_sink_dropped_total",
-                &[("sink", "s"), ("reason", "queue_full")]
-            ),
-            Some(4.0)
-        );
+        assert_eq!(dropped_full(&r), Some(4.0));
     }
 
     #[tokio::test]
@@ -560,13 +555,7 @@ mod tests {
                 dropped: 2
             }
         );
-        assert_eq!(
-            r.value(
-                "hepflow_sink_dropped_total",
-                &[("sink", "s"), ("reason", "queue_full")]
-            ),
-            Some(2.0)
-        );
+        assert_eq!(dropped_full(&r), Some(2.0));
         let mut got = Vec::new();
         assert!(q.pop_batch(10, Duration::ZERO, &mut got).await);
         assert_eq!(got.len(), 3);
