@@ -457,6 +457,8 @@ def main():
     ap.add_argument("--soak", type=int, default=0, help="seconds of soak with the file sink (0: none)")
     ap.add_argument("--soak-rate", type=int, default=0,
                     help="soak rate in msg/s (default: half the file sink's loss-free rate of this run)")
+    ap.add_argument("--baseline-passes", type=int, default=2,
+                    help="passes of the do-nothing receiver; the baseline is the best of them")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
     if not args.no_build:
@@ -468,9 +470,17 @@ def main():
                            "cpu": cpu_model(), "load_before": os.getloadavg()},
                "rates": rates, "seconds_per_step": args.seconds}
 
-    print("baseline: do-nothing receiver", file=sys.stderr)
-    base, base_steps = find_max(lambda r: step_baseline(r, args.seconds), rates)
-    results["baseline"] = {"best": base, "steps": base_steps}
+    # The do-nothing receiver measures the machine, and a busy moment can
+    # only lower what it manages: the baseline is the best of a few passes
+    # (hepflow's scenarios get one pass each, so ratios err against hepflow).
+    base, base_steps = None, []
+    for p in range(args.baseline_passes):
+        print(f"baseline: do-nothing receiver (pass {p + 1} of {args.baseline_passes})", file=sys.stderr)
+        best, steps = find_max(lambda r: step_baseline(r, args.seconds), rates)
+        base_steps += steps
+        if best and (base is None or best["send_rate"] > base["send_rate"]):
+            base = best
+    results["baseline"] = {"best": base, "steps": base_steps, "passes": args.baseline_passes}
     base_rate = base["send_rate"] if base else 0
 
     rows = [("do-nothing receiver (baseline)", base, None)]
@@ -583,7 +593,8 @@ def print_table(results, rows, base_rate):
           f"kernel {results['machine']['kernel']}; load average before: "
           f"{', '.join(f'{x:.2f}' for x in results['machine']['load_before'])}")
     print(f"Each step {results['seconds_per_step']} s, one sender thread (sendmmsg x64), "
-          f"loss limit {LOSS_LIMIT * 100} %.\n")
+          f"loss limit {LOSS_LIMIT * 100} %; the baseline is the best of "
+          f"{results['baseline']['passes']} passes.\n")
     print("| scenario | highest loss-free rate (msg/s) | ratio to baseline | loss there | drained in | peak RSS |")
     print("|---|---|---|---|---|---|")
     for name, best, rss in rows:
