@@ -77,6 +77,25 @@ fn sip_host(v6: bool) -> (&'static str, &'static str) {
     }
 }
 
+/// A base for sipp's media ports: sipp binds the base (audio RTP) and
+/// base + 2 (video RTP), with RTCP on each + 1, so all four must be free
+/// (a free base alone once met a video port in use: errno 98).
+fn free_media_ports() -> u16 {
+    for _ in 0..100 {
+        let base = free_port();
+        if base > u16::MAX - 3 {
+            continue;
+        }
+        let held: Vec<_> = (0..4)
+            .map_while(|i| std::net::UdpSocket::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no four consecutive free UDP ports found for sipp's media");
+}
+
 fn free_sip_port(v6: bool) -> u16 {
     if v6 {
         free_port_v6()
@@ -119,7 +138,7 @@ fn run(case: &Case) -> Outcome {
             .args(["-m", &CALLS.to_string(), "-nostdin", "-trace_msg"])
             .arg("-message_file")
             .arg(dir.path().join(format!("{role}.msg")))
-            .args(["-mp", &free_port().to_string()]);
+            .args(["-mp", &free_media_ports().to_string()]);
         c
     };
     // Ports are picked free, then bound by sipp / Kamailio; a clash with
