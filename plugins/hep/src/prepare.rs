@@ -77,18 +77,23 @@ impl Preparer {
         }
     }
 
-    fn encode(&mut self, msg: &HepMessage) -> Result<Bytes, EncodeError> {
-        if self.buf.capacity() < 4096 {
-            self.buf.reserve(64 * 1024);
+    /// Room for at least `need` more bytes in the running buffer, taken
+    /// 64 KiB at a time.
+    fn make_room(&mut self, need: usize) {
+        if self.buf.capacity() < need {
+            self.buf.reserve(need.max(64 * 1024));
         }
+    }
+
+    fn encode(&mut self, msg: &HepMessage) -> Result<Bytes, EncodeError> {
+        // A typical message fits; encode_v3 grows the buffer if not.
+        self.make_room(4096);
         encode_v3(msg, &mut self.buf)?;
         Ok(self.buf.split().freeze())
     }
 
     fn copy(&mut self, raw: &[u8]) -> Bytes {
-        if self.buf.capacity() < raw.len() {
-            self.buf.reserve(raw.len().max(64 * 1024));
-        }
+        self.make_room(raw.len());
         self.buf.extend_from_slice(raw);
         self.buf.split().freeze()
     }
