@@ -182,6 +182,15 @@ impl SinkQueue {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Depth and bytes gauges from the queue's state; called with the lock
+    /// held, so concurrent pushes and pops set them in the order they ran.
+    fn set_gauges(&self, q: &Queued) {
+        self.metrics.depth.set(q.items.len() as i64);
+        self.metrics
+            .bytes
+            .set(i64::try_from(q.bytes).unwrap_or(i64::MAX));
+    }
+
     /// Move as many of `batch` (from the front) as the policy admits into
     /// the queue. Returns true when the caller must wait for room and call
     /// again with what is left in `batch`.
@@ -210,16 +219,15 @@ impl SinkQueue {
             take += 1;
         }
         batch.extend(rest);
-        let bytes = q.bytes;
-        let depth = q.items.len();
+        if take > 0 {
+            // Counted and gauged under the lock: a consumer popping these
+            // right after sets the gauges after us, never before.
+            self.metrics.queued.add(take as u64);
+            self.set_gauges(&q);
+        }
         drop(q);
         if take > 0 {
             out.queued += take;
-            self.metrics.queued.add(take as u64);
-            self.metrics.depth.set(depth as i64);
-            self.metrics
-                .bytes
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
             self.not_empty.notify_one();
         }
         if batch.is_empty() {
@@ -316,12 +324,8 @@ impl SinkQueue {
                 }
             }
             q.bytes = q.bytes.saturating_sub(released);
-            let (depth, bytes) = (q.items.len(), q.bytes);
+            self.set_gauges(&q);
             drop(q);
-            self.metrics.depth.set(depth as i64);
-            self.metrics
-                .bytes
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
             self.not_full.notify_waiters();
             self.not_full_cv.notify_all();
             return true;
@@ -344,8 +348,7 @@ impl SinkQueue {
         let n = q.items.len();
         q.items.clear();
         q.bytes = 0;
-        self.metrics.depth.set(0);
-        self.metrics.bytes.set(0);
+        self.set_gauges(&q);
         n
     }
 }
