@@ -19,6 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
+/// At shutdown a listener stops taking new data but hands over what the
+/// kernel had already received for it: it reads on until nothing more is
+/// waiting (a read would block), at most this long (a peer that keeps
+/// sending cannot hold the shutdown).
+pub const STOP_DRAIN_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Reasons an authenticated listener refuses a message.
 pub const AUTH_REASONS: [&str; 3] = ["missing_key", "bad_key", "legacy_version"];
 
@@ -278,5 +284,61 @@ impl Decoder {
                 );
             }
         }
+    }
+}
+
+/// Shared by the listeners' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Decoder, ListenerMetrics};
+    use crate::config::{Config, WhenFull};
+    use crate::pipeline::{Pipeline, SinkSlot};
+    use crate::queue::{QueueMetrics, SinkQueue};
+    use crate::route::Router;
+    use hepflow_sdk::hep::DecodeOptions;
+    use hepflow_sdk::metrics::Registry;
+    use hepflow_sdk::sink::Health;
+    use hepflow_sdk::Transport;
+    use std::sync::Arc;
+
+    /// The first HEP3 message of the Kamailio corpus capture.
+    pub fn hep3_message() -> Vec<u8> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/hep/kamailio-hep3-udp.pcapng"
+        );
+        crate::capture::read_port(std::path::Path::new(path), 9060)
+            .unwrap()
+            .remove(0)
+            .data
+    }
+
+    /// A decoder and a pipeline routing everything into one queue.
+    pub fn one_queue(transport: Transport) -> (Arc<Decoder>, Pipeline, Arc<SinkQueue>, Registry) {
+        let registry = Registry::new();
+        let decoder = Arc::new(Decoder::new(
+            "test",
+            transport,
+            &Default::default(),
+            DecodeOptions::default(),
+            Arc::new(ListenerMetrics::new(&registry, "test", "test")),
+        ));
+        let names = vec!["q".to_string()];
+        let queue = Arc::new(SinkQueue::new(
+            1 << 20,
+            WhenFull::DropNewest,
+            QueueMetrics::new(&registry, "q"),
+        ));
+        let mut cfg = Config::default();
+        cfg.default_route.sinks = names.clone();
+        let pipeline = Pipeline::new(
+            Router::new(&cfg, &names, &registry),
+            vec![SinkSlot {
+                name: "q".into(),
+                queue: queue.clone(),
+                health: Health::default(),
+            }],
+        );
+        (decoder, pipeline, queue, registry)
     }
 }

@@ -10,6 +10,7 @@ use super::Decoder;
 use crate::config::TcpListenerConfig;
 use crate::pipeline::Pipeline;
 use bytes::BytesMut;
+use futures::FutureExt;
 use hepflow_sdk::hep::hep3_frame_len;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,7 +136,9 @@ pub struct StreamLimits {
     pub idle_timeout: Duration,
 }
 
-/// Serve one HEP3 stream until EOF, a framing error, idleness or `stop`.
+/// Serve one HEP3 stream until EOF, a framing error, idleness or `stop`
+/// (after which what is already waiting is still read and handed over,
+/// see [`super::STOP_DRAIN_MAX`]).
 pub async fn connection<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: SocketAddr,
@@ -148,6 +151,7 @@ pub async fn connection<S: AsyncRead + Unpin>(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut parts = hepflow_sdk::EventBatch::new();
     let mut since_yield = 0;
+    let mut draining_until = None;
     loop {
         // Cut every whole frame out of the buffer; the frames of one read
         // become events in one shared allocation.
@@ -197,9 +201,23 @@ pub async fn connection<S: AsyncRead + Unpin>(
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
-        let read = tokio::select! {
-            r = tokio::time::timeout(cfg.idle_timeout, stream.read_buf(&mut buf)) => r,
-            _ = stop.changed() => return,
+        let read = if let Some(until) = draining_until {
+            // Stopping: only what is already waiting, then end.
+            if std::time::Instant::now() >= until {
+                return;
+            }
+            match stream.read_buf(&mut buf).now_or_never() {
+                Some(r) => Ok(r),
+                None => return,
+            }
+        } else {
+            tokio::select! {
+                r = tokio::time::timeout(cfg.idle_timeout, stream.read_buf(&mut buf)) => r,
+                _ = stop.changed() => {
+                    draining_until = Some(std::time::Instant::now() + super::STOP_DRAIN_MAX);
+                    continue;
+                }
+            }
         };
         match read {
             Err(_) => {
@@ -230,5 +248,87 @@ async fn flush(pipeline: &Pipeline, parts: &mut hepflow_sdk::EventBatch) {
         let mut events = Vec::with_capacity(parts.len());
         parts.finish(&mut events);
         pipeline.dispatch(events).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::testing::{hep3_message, one_queue};
+    use hepflow_sdk::Transport;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncWriteExt, ReadBuf};
+
+    fn limits() -> StreamLimits {
+        StreamLimits {
+            max_message_bytes: 65535,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// What the peer sent before the stop is read and handed over, even
+    /// though the peer keeps the connection open.
+    #[tokio::test]
+    async fn at_stop_what_is_already_waiting_is_handed_over() {
+        let (decoder, pipeline, queue, _r) = one_queue(Transport::Tcp);
+        let msg = hep3_message();
+        let n = 3000;
+        let (mut peer, ours) = tokio::io::duplex(n * msg.len() + 1);
+        for _ in 0..n {
+            peer.write_all(&msg).await.unwrap();
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        stop_tx.send(true).unwrap();
+        let addr = "127.0.0.1:9060".parse().unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            connection(ours, addr, limits(), &decoder, &pipeline, stop_rx),
+        )
+        .await
+        .expect("the connection task ends after the stop");
+        assert_eq!(queue.len(), n, "every message sent before the stop");
+        assert_eq!(decoder.metrics.decoded.get(), n as u64);
+        drop(peer);
+    }
+
+    /// A peer that never stops sending cannot hold the shutdown: the task
+    /// reads for at most STOP_DRAIN_MAX after the stop.
+    #[tokio::test]
+    async fn a_peer_that_keeps_sending_does_not_hold_the_stop() {
+        struct Endless(Vec<u8>, usize);
+        impl AsyncRead for Endless {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<std::io::Result<()>> {
+                while buf.remaining() > 0 {
+                    let at = self.1;
+                    let k = buf.remaining().min(self.0.len() - at);
+                    buf.put_slice(&self.0[at..at + k]);
+                    self.1 = (at + k) % self.0.len();
+                }
+                Poll::Ready(Ok(()))
+            }
+        }
+        let (decoder, pipeline, _queue, _r) = one_queue(Transport::Tcp);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        stop_tx.send(true).unwrap();
+        let addr = "127.0.0.1:9060".parse().unwrap();
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            connection(
+                Endless(hep3_message(), 0),
+                addr,
+                limits(),
+                &decoder,
+                &pipeline,
+                stop_rx,
+            ),
+        )
+        .await
+        .expect("the drain after a stop is bounded");
+        assert!(decoder.metrics.decoded.get() > 0);
     }
 }

@@ -178,7 +178,21 @@ fn receive_loop(
     let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; batch];
     let mut received = ReceiveBatch::new(batch);
     let m = &decoder.metrics;
-    while !stop.load(Ordering::Relaxed) {
+    // Once stopped: what the socket already holds, without waiting.
+    let mut draining_until: Option<std::time::Instant> = None;
+    loop {
+        match draining_until {
+            None if stop.load(Ordering::Relaxed) => {
+                draining_until = Some(std::time::Instant::now() + super::STOP_DRAIN_MAX);
+            }
+            Some(until) if std::time::Instant::now() >= until => break,
+            _ => {}
+        }
+        let flags = if draining_until.is_some() {
+            libc::MSG_DONTWAIT
+        } else {
+            libc::MSG_WAITFORONE
+        };
         for i in 0..batch {
             let hdr = &mut msgs[i].msg_hdr;
             hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
@@ -197,12 +211,15 @@ fn receive_loop(
                 fd,
                 msgs.as_mut_ptr(),
                 batch as libc::c_uint,
-                libc::MSG_WAITFORONE,
+                flags,
                 std::ptr::null_mut(),
             )
         };
         if n < 0 {
             let err = io::Error::last_os_error();
+            if draining_until.is_some() && err.kind() == io::ErrorKind::WouldBlock {
+                break;
+            }
             match err.kind() {
                 io::ErrorKind::WouldBlock
                 | io::ErrorKind::TimedOut
@@ -281,5 +298,31 @@ fn receive_loop(
                 ) => {}
             Err(e) => tracing::error!(error = %e, "UDP receive failed"),
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::ingest::testing::{hep3_message, one_queue};
+    use hepflow_sdk::Transport;
+
+    /// Datagrams the kernel received before the stop are read and handed
+    /// over by the receive loop before it ends.
+    #[test]
+    fn at_stop_the_datagrams_already_received_are_handed_over() {
+        let (decoder, pipeline, queue, _r) = one_queue(Transport::Udp);
+        let socket = bind_one("127.0.0.1:0".parse().unwrap(), 4 << 20).unwrap();
+        let to = socket.local_addr().unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let msg = hep3_message();
+        let n = 100;
+        for _ in 0..n {
+            sender.send_to(&msg, to).unwrap();
+        }
+        let stop = AtomicBool::new(true);
+        receive_loop(socket, 32, 65535, &decoder, &pipeline, &stop);
+        assert_eq!(decoder.metrics.received.get(), n as u64);
+        assert_eq!(queue.len(), n);
     }
 }
