@@ -40,6 +40,15 @@ fn bind_one(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
     if let Err(e) = socket.set_recv_buffer_size(rcvbuf) {
         tracing::warn!(%addr, error = %e, "could not set SO_RCVBUF");
     }
+    // The kernel caps the request at net.core.rmem_max without an error
+    // (Linux reports twice the usable size it granted).
+    match socket.recv_buffer_size() {
+        Ok(got) if got < rcvbuf => tracing::warn!(
+            %addr, requested = rcvbuf, granted = got,
+            "the kernel capped the UDP receive buffer below recv_buffer_bytes; bursts may be dropped at the socket (raise it: sysctl -w net.core.rmem_max={rcvbuf})"
+        ),
+        _ => {}
+    }
     socket.bind(&addr.into())?;
     socket.set_read_timeout(Some(POLL))?;
     Ok(socket.into())
