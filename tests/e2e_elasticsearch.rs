@@ -301,7 +301,9 @@ fn check_corpus_indexed(url: &str, h: &Hepflow, prefix: &str, exp: &Expected) {
         "documents under {pattern}; log:\n{}",
         h.log_text()
     );
-    // Same documents as the file sink wrote for the same messages.
+    // Same documents as the file sink wrote for the same messages (once
+    // it has written them all: the two sinks run independently).
+    h.expect_metric(FILES_SENT, total as f64);
     let files: Vec<String> = h.documents().iter().map(canonical).collect();
     let hits = search_all(url, &pattern);
     let mut indexed: Vec<String> = hits.iter().map(|(_, _, s)| canonical(s)).collect();
@@ -371,8 +373,20 @@ fn check_corpus_indexed(url: &str, h: &Hepflow, prefix: &str, exp: &Expected) {
 /// The sent counter of the sink `search` every test configures.
 const SENT: &str = "hepflow_sink_sent_total{sink=\"search\"}";
 
+/// The sent counter of the harness's file sink `files`.
+const FILES_SENT: &str = "hepflow_sink_sent_total{sink=\"files\"}";
+
 fn metric_of(h: &Hepflow, series: &str) -> f64 {
     metric(&h.metrics(), series)
+}
+
+/// Value of one series, `None` while it is not exported (where [`metric`]
+/// reads 0).
+fn series(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (name, v) = l.rsplit_once(' ')?;
+        (name == series).then(|| v.parse().ok())?
+    })
 }
 
 fn search_sink_toml(name: &str, urls: &[String], prefix: &str, extra: &str) -> String {
@@ -391,19 +405,14 @@ health_interval = "1s"
     )
 }
 
-/// A loopback port nothing listens on.
-fn dead_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 // -------------------------------------------------------------- tests
 
 #[test]
 fn corpus_lands_in_osmem_with_template_mappings_failover_and_no_secret() {
     let url = require_env("HEPFLOW_TEST_OSMEM_URL");
     let p = prefix("os");
-    let dead = format!("http://127.0.0.1:{}", dead_port());
+    // A URL that stays dead: a port bind(0) never hands out.
+    let dead = format!("http://127.0.0.1:{}", restart_port());
     let password = "pa55-Wh1sper-7731";
     let extra = format!(
         r#"{}
@@ -465,9 +474,19 @@ sinks = ["files", "search"]
         "{}",
         h.log_text()
     );
-    // Health polled: green or yellow.
-    let cs = metric(&m, "hepflow_es_cluster_status{sink=\"search\"}");
-    assert!(cs == 0.0 || cs == 1.0, "cluster status {cs}");
+    // Health polled (the series present and no longer -1, "not polled
+    // yet"): green or yellow.
+    let mut cs = None;
+    let polled = wait_until(Duration::from_secs(30), || {
+        cs = series(&h.metrics(), "hepflow_es_cluster_status{sink=\"search\"}");
+        cs.is_some_and(|v| v != -1.0)
+    });
+    assert!(polled, "cluster health never polled: {cs:?}");
+    assert!(
+        cs == Some(0.0) || cs == Some(1.0),
+        "cluster status {cs:?}; log:\n{}",
+        h.log_text()
+    );
     // The corpus's HEP auth key (`myHep`, in the Wireshark sample and the
     // hep-js message) and the password reach no document, log or metric.
     let hits = search_all(&url, &format!("{p}-*"));
@@ -535,6 +554,8 @@ sinks = ["files", "search"]
         })
         .collect();
     let mut a: Vec<String> = stripped.iter().map(canonical).collect();
+    // The file sink has written every message (it runs independently).
+    h.expect_metric(FILES_SENT, n);
     let mut b: Vec<String> = h.documents().iter().map(canonical).collect();
     a.sort();
     b.sort();
@@ -676,7 +697,10 @@ impl Drop for OwnOsmem {
 #[test]
 fn backend_down_at_start_comes_up_10s_later_and_gets_everything_once() {
     let bin = require_env("HEPFLOW_TEST_OSMEM_BIN");
-    let port = dead_port();
+    // Nothing listens on the port for the first 10 s, then the test's own
+    // server does: a port bind(0) never hands out, so nothing takes it
+    // meanwhile.
+    let port = restart_port();
     let url = format!("http://127.0.0.1:{port}");
     let p = prefix("late");
     let extra = format!(
@@ -709,7 +733,7 @@ sinks = ["search"]
     // Down: hepflow runs, the sink is not ready and nothing is sent.
     let mut ready = (0, String::new());
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(Duration::from_secs(15), || {
             ready = http_get(h.api, "/ready").unwrap();
             ready.0 == 503 && ready.1.contains("search")
         }),
@@ -896,7 +920,8 @@ fn serve(
         None => http(upstream, &method, &path, &ctype, &body)?,
         Some(Fault::Hang) => {
             stats.lock().unwrap().hangs += 1;
-            std::thread::sleep(Duration::from_secs(3));
+            // Well past the sink's request_timeout (5 s).
+            std::thread::sleep(Duration::from_secs(12));
             return Ok(());
         }
         Some(Fault::TooLarge) => {
@@ -1015,7 +1040,7 @@ sinks = ["search"]
             &[purl],
             &p,
             &format!(
-                "item_attempts = 3\nitem_backoff = \"20ms\"\nrequest_timeout = \"1s\"\n[sinks.search.auth]\napi_key = \"{API_KEY}\""
+                "item_attempts = 3\nitem_backoff = \"20ms\"\nrequest_timeout = \"5s\"\n[sinks.search.auth]\napi_key = \"{API_KEY}\""
             )
         )
     );
@@ -1024,6 +1049,9 @@ sinks = ["search"]
     let exp = expected(&p, &msgs);
     send_udp(h.udp, &msgs);
     let n = msgs.len() as f64;
+    // The hang alone takes request_timeout (5 s), the storm its backoffs:
+    // more than expect_metric's own wait.
+    wait_until(Duration::from_secs(90), || metric_of(&h, SENT) >= n);
     h.expect_metric(SENT, n);
     // Every message once in the real server.
     let pattern = format!("{p}-*");
@@ -1267,7 +1295,15 @@ fn tls_with_ca_file_and_client_certificate_and_the_insecure_flag() {
         "/ready: {ready:?}; log:\n{}",
         h.log_text()
     );
-    assert!(term.handshakes_failed.load(Ordering::Relaxed) > before);
+    // The terminator counts the failed handshake when it reads the
+    // client's alert, maybe after hepflow reported it.
+    assert!(
+        wait_until(Duration::from_secs(10), || term
+            .handshakes_failed
+            .load(Ordering::Relaxed)
+            > before),
+        "the terminator saw the failed handshake"
+    );
     assert_eq!(metric_of(&h, SENT), 0.0);
     assert_eq!(count(&url, &format!("{p}-*"), None), 0);
     assert!(h.stop().success());

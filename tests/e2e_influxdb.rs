@@ -590,26 +590,39 @@ fn bad_points_are_rejected_with_the_server_reason_and_not_retried() {
     );
     let mut h = Hepflow::start("", &extra);
     send_udp(h.udp, &corpus_messages("kamailio-hep3-udp.pcapng"));
-    let rejected = h.wait_metric(
-        r#"hepflow_influxdb_requests_total{sink="metrics",outcome="rejected"}"#,
-        1.0,
-    );
+    let rejected_series = r#"hepflow_influxdb_requests_total{sink="metrics",outcome="rejected"}"#;
+    let dropped_series =
+        r#"hepflow_influxdb_points_dropped_total{sink="metrics",reason="rejected"}"#;
+    let retry_series = r#"hepflow_influxdb_requests_total{sink="metrics",outcome="retry"}"#;
+    let rejected = h.wait_metric(rejected_series, 1.0);
     assert!(rejected >= 1.0, "log:\n{}", h.log_text());
-    let m = h.metrics();
+    // Not retried: let every point be produced and answered (all 14
+    // messages in the sink, then its last bucket emitted after interval
+    // 1 s + lateness 300 ms + a flush tick of 200 ms, and nothing
+    // pending), then wait past the sink's backoff_max (1 s): no retry
+    // and no further rejection of the same points.
+    h.expect_metric(r#"hepflow_sink_sent_total{sink="metrics"}"#, 14.0);
+    let all_in = std::time::Instant::now();
+    let mut m = String::new();
+    let settled = wait_until(Duration::from_secs(20), || {
+        m = h.metrics();
+        all_in.elapsed() >= Duration::from_millis(2500)
+            && metric(&m, r#"hepflow_influxdb_pending_points{sink="metrics"}"#) == 0.0
+    });
     assert!(
-        metric(
-            &m,
-            r#"hepflow_influxdb_points_dropped_total{sink="metrics",reason="rejected"}"#
-        ) > 0.0,
-        "{m}"
+        settled,
+        "points still pending:\n{m}\nlog:\n{}",
+        h.log_text()
     );
+    let (rejected, dropped) = (metric(&m, rejected_series), metric(&m, dropped_series));
+    assert!(dropped > 0.0, "{m}");
+    std::thread::sleep(Duration::from_secs(3));
+    let m = h.metrics();
+    assert_eq!(metric(&m, retry_series), 0.0, "a 400 is not retried\n{m}");
     assert_eq!(
-        metric(
-            &m,
-            r#"hepflow_influxdb_requests_total{sink="metrics",outcome="retry"}"#
-        ),
-        0.0,
-        "a 400 is not retried"
+        (metric(&m, rejected_series), metric(&m, dropped_series)),
+        (rejected, dropped),
+        "the rejected points are not sent again\n{m}"
     );
     let log = h.log_text();
     assert!(
@@ -745,8 +758,10 @@ struct OwnInflux {
 impl OwnInflux {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let rpc = free_port();
+        // Stopped and started again on the same ports (an outage): ports
+        // that bind(0) never hands out, so nothing takes them meanwhile.
+        let port = restart_port();
+        let rpc = restart_port();
         let d = dir.path();
         let conf = d.join("influxdb.conf");
         std::fs::write(

@@ -192,7 +192,17 @@ fn garbage_and_truncated_messages_are_counted_and_good_ones_arrive() {
         "log:\n{}",
         h.log_text()
     );
-    let m = h.metrics();
+    // The last datagram sent is garbage: it may come in a later receive
+    // batch than the last good message; wait until every one is counted.
+    let mut m = String::new();
+    let all_received = wait_until(Duration::from_secs(20), || {
+        m = h.metrics();
+        metric(
+            &m,
+            r#"hepflow_received_total{listener="udp",transport="udp"}"#,
+        ) >= mixed.len() as f64
+    });
+    assert!(all_received, "{m}");
     let err = |reason: &str| {
         metric(
             &m,
@@ -265,14 +275,27 @@ sinks = ["files", "stuck"]
         "log:\n{}",
         h.log_text()
     );
-    let m = h.metrics();
     // The stalled sink took one batch into its (never-returning) write and
     // filled its queue of 10; everything else was dropped and counted.
-    let dropped = metric(
-        &m,
-        r#"hepflow_sink_dropped_total{sink="stuck",reason="queue_full"}"#,
-    );
-    let queued = metric(&m, r#"hepflow_sink_queued_total{sink="stuck"}"#);
+    // The file sink comes first in each dispatch: the last batch may be
+    // written there before the stuck queue has counted its drops.
+    let stuck_counts = |m: &str| {
+        (
+            metric(
+                m,
+                r#"hepflow_sink_dropped_total{sink="stuck",reason="queue_full"}"#,
+            ),
+            metric(m, r#"hepflow_sink_queued_total{sink="stuck"}"#),
+        )
+    };
+    let mut m = String::new();
+    let all_counted = wait_until(Duration::from_secs(20), || {
+        m = h.metrics();
+        let (dropped, queued) = stuck_counts(&m);
+        dropped + queued >= want
+    });
+    let (dropped, queued) = stuck_counts(&m);
+    assert!(all_counted, "{m}");
     assert_eq!(dropped + queued, want, "{m}");
     assert!(dropped >= want - 10.0 - 1000.0, "dropped {dropped}");
     assert_eq!(

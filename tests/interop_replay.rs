@@ -382,8 +382,8 @@ fn replay_reports_bad_targets_missing_files_and_nothing_to_send() {
     let o = replay(&[sip, "--to", "udp://127.0.0.1:9060", "--speed", "0"], &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("max"), "{}", text(&o).1);
-    // Nobody listening on TCP.
-    let port = common::free_port();
+    // Nobody listening on TCP (a port bind(0) never hands out).
+    let port = common::restart_port();
     let o = replay(&[sip, "--to", &format!("tcp://127.0.0.1:{port}")], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(

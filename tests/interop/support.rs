@@ -242,11 +242,26 @@ pub struct SippMessage {
 pub fn read_sipp_messages(path: &Path) -> Vec<SippMessage> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading sipp message log {}: {e}", path.display()));
+    parse_sipp_log(&text, path, false)
+}
+
+/// [`read_sipp_messages`] for a log sipp may still be writing: the last
+/// block, possibly cut in the middle of a message, is left out when it
+/// does not read as one.
+pub fn read_sipp_messages_so_far(path: &Path) -> Vec<SippMessage> {
+    let bytes = std::fs::read(path)
+        .unwrap_or_else(|e| panic!("reading sipp message log {}: {e}", path.display()));
+    parse_sipp_log(&String::from_utf8_lossy(&bytes), path, true)
+}
+
+fn parse_sipp_log(text: &str, path: &Path, still_written: bool) -> Vec<SippMessage> {
     let mut out = Vec::new();
-    for block in text
+    let blocks: Vec<&str> = text
         .split("-----------------------------------------------")
         .skip(1)
-    {
+        .collect();
+    let last = blocks.len().saturating_sub(1);
+    for (i, block) in blocks.into_iter().enumerate() {
         let mut lines = block.splitn(3, '\n');
         let _timestamp = lines.next();
         let Some(what) = lines.next() else { continue };
@@ -257,8 +272,11 @@ pub fn read_sipp_messages(path: &Path) -> Vec<SippMessage> {
         }
         let transport = what.split_whitespace().next().unwrap_or("?").to_string();
         let body = body.trim_start_matches(['\r', '\n']);
-        let key = sip_key(body)
-            .unwrap_or_else(|| panic!("sipp log {}: not a SIP message: {body}", path.display()));
+        let key = match sip_key(body) {
+            Some(k) => k,
+            None if still_written && i == last => break,
+            None => panic!("sipp log {}: not a SIP message: {body}", path.display()),
+        };
         out.push(SippMessage {
             sent,
             transport,
