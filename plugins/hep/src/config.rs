@@ -19,6 +19,12 @@ pub const MAX_WRITE_BYTES: usize = 16 << 20;
 /// Largest `queue_capacity` of one target (16 Mi messages).
 pub const MAX_QUEUE_CAPACITY: usize = 16 << 20;
 
+/// Smallest `queue_max_bytes` of one target (64 KiB: one largest message).
+pub const MIN_QUEUE_BYTES: usize = 64 << 10;
+
+/// Largest `queue_max_bytes` of one target (16 GiB).
+pub const MAX_QUEUE_BYTES: usize = 16 << 30;
+
 /// Configuration of a `type = "hep"` sink: copies of every routed message
 /// forwarded as HEP to one or more other HEP nodes (HOMER, heplify-server,
 /// another hepflow, a lawful-intercept box).
@@ -36,10 +42,10 @@ pub struct HepSinkConfig {
     /// `tcp://HOST:PORT` or `tls://HOST:PORT` (IPv6 in brackets:
     /// `tcp://[2001:db8::5]:9061`; host names are resolved at every
     /// connect), or a table `{ url = "...", when_full = "...",
-    /// queue_capacity = N, tls = { ... } }` whose keys override the sink's
-    /// own `when_full`, `queue_capacity` and `tls` for that target. Each
-    /// target has its own bounded queue, connection and metrics (labelled
-    /// with the URL). At least one; no URL twice.
+    /// queue_capacity = N, queue_max_bytes = N, tls = { ... } }` whose keys
+    /// override the sink's own settings of the same name for that target.
+    /// Each target has its own bounded queue, connection and metrics
+    /// (labelled with the URL). At least one; no URL twice.
     pub targets: Vec<TargetSpec>,
 
     /// How messages are spread over the targets:
@@ -92,6 +98,13 @@ pub struct HepSinkConfig {
 
     /// Messages each target's queue holds at most (default 10000).
     pub queue_capacity: usize,
+
+    /// Bytes each target's queue holds at most (default 33554432 = 32 MiB;
+    /// 65536 to 17179869184): the messages' wire bytes, counted twice for
+    /// a v1/v2 message that a stream target needs converted to v3. A
+    /// message that fits neither bound is handled by `when_full`; the
+    /// first message into an empty queue always fits.
+    pub queue_max_bytes: usize,
 
     /// What happens to a message for a target whose queue is full:
     /// - `drop_newest` (default): the message is dropped for that target
@@ -160,6 +173,7 @@ impl Default for HepSinkConfig {
             loop_protection: true,
             health: HealthPolicy::Any,
             queue_capacity: 10_000,
+            queue_max_bytes: 32 << 20,
             when_full: TargetWhenFull::DropNewest,
             tls: TlsConfig::default(),
             connect_timeout: Duration::from_secs(5),
@@ -247,6 +261,8 @@ pub struct TargetSpec {
     pub when_full: Option<TargetWhenFull>,
     /// Overrides the sink's `queue_capacity`.
     pub queue_capacity: Option<usize>,
+    /// Overrides the sink's `queue_max_bytes`.
+    pub queue_max_bytes: Option<usize>,
     /// Replaces the sink's `tls` table.
     pub tls: Option<TlsConfig>,
 }
@@ -260,6 +276,8 @@ struct TargetTable {
     when_full: Option<TargetWhenFull>,
     #[serde(default)]
     queue_capacity: Option<usize>,
+    #[serde(default)]
+    queue_max_bytes: Option<usize>,
     #[serde(default)]
     tls: Option<TlsConfig>,
 }
@@ -277,6 +295,7 @@ impl<'de> Deserialize<'de> for TargetSpec {
                     url: v.to_string(),
                     when_full: None,
                     queue_capacity: None,
+                    queue_max_bytes: None,
                     tls: None,
                 })
             }
@@ -286,6 +305,7 @@ impl<'de> Deserialize<'de> for TargetSpec {
                     url: t.url,
                     when_full: t.when_full,
                     queue_capacity: t.queue_capacity,
+                    queue_max_bytes: t.queue_max_bytes,
                     tls: t.tls,
                 })
             }
@@ -321,8 +341,10 @@ impl std::fmt::Debug for Secret {
 pub struct ResolvedTarget {
     /// Parsed URL.
     pub url: TargetUrl,
-    /// Queue bound.
+    /// Queue bound in messages.
     pub queue_capacity: usize,
+    /// Queue bound in bytes.
+    pub queue_max_bytes: usize,
     /// Queue policy.
     pub when_full: TargetWhenFull,
     /// TLS settings (`tls://` only).
@@ -362,6 +384,9 @@ impl HepSinkConfig {
                     "{key}.queue_capacity: must be 1 to {MAX_QUEUE_CAPACITY}"
                 ));
             }
+            if let Some(b) = t.queue_max_bytes {
+                check_queue_bytes(b, &format!("{key}.queue_max_bytes"), &mut p);
+            }
             match (url.scheme, &t.tls) {
                 (Scheme::Tls, _) => {
                     let tls = t.tls.as_ref().unwrap_or(&self.tls);
@@ -384,6 +409,11 @@ impl HepSinkConfig {
                 "{path}.queue_capacity: must be 1 to {MAX_QUEUE_CAPACITY}"
             ));
         }
+        check_queue_bytes(
+            self.queue_max_bytes,
+            &format!("{path}.queue_max_bytes"),
+            &mut p,
+        );
         if self.max_write_messages == 0 || self.max_write_messages > MAX_WRITE_MESSAGES {
             p.push(format!(
                 "{path}.max_write_messages: must be 1 to {MAX_WRITE_MESSAGES}"
@@ -458,11 +488,20 @@ impl HepSinkConfig {
                 Some(ResolvedTarget {
                     url,
                     queue_capacity: t.queue_capacity.unwrap_or(self.queue_capacity),
+                    queue_max_bytes: t.queue_max_bytes.unwrap_or(self.queue_max_bytes),
                     when_full: t.when_full.unwrap_or(self.when_full),
                     tls,
                 })
             })
             .collect()
+    }
+}
+
+fn check_queue_bytes(bytes: usize, key: &str, p: &mut Vec<String>) {
+    if !(MIN_QUEUE_BYTES..=MAX_QUEUE_BYTES).contains(&bytes) {
+        p.push(format!(
+            "{key}: {bytes} is out of range: give {MIN_QUEUE_BYTES} (64 KiB) to {MAX_QUEUE_BYTES} (16 GiB); default 33554432 (32 MiB)"
+        ));
     }
 }
 

@@ -12,6 +12,7 @@
 //! | `hepflow_hep_target_failover_total` | sink, target | messages that went to another target because this one was down |
 //! | `hepflow_hep_target_connected` | sink, target | 1 while connected (UDP: while the socket is usable) |
 //! | `hepflow_hep_target_queue_depth` | sink, target | messages waiting |
+//! | `hepflow_hep_target_queue_bytes` | sink, target | their bytes (bounded by `queue_max_bytes`) |
 //! | `hepflow_hep_dropped_total` | sink, reason | `loop` (already carries our node name) |
 //!
 //! Messages that cannot be encoded are counted by the engine's
@@ -42,8 +43,8 @@ pub struct TargetMetrics {
     pub failover: Counter,
     /// 1 while connected.
     pub connected: Gauge,
-    /// Queue depth.
-    pub depth: Gauge,
+    /// Queue depth and bytes.
+    pub queue: crate::queue::QueueGauges,
 }
 
 impl TargetMetrics {
@@ -96,11 +97,18 @@ impl TargetMetrics {
                 "1 while a HEP forwarding target is connected",
                 &l,
             ),
-            depth: r.gauge(
-                "hepflow_hep_target_queue_depth",
-                "Messages waiting for a HEP forwarding target",
-                &l,
-            ),
+            queue: crate::queue::QueueGauges {
+                depth: r.gauge(
+                    "hepflow_hep_target_queue_depth",
+                    "Messages waiting for a HEP forwarding target",
+                    &l,
+                ),
+                bytes: r.gauge(
+                    "hepflow_hep_target_queue_bytes",
+                    "Bytes waiting for a HEP forwarding target",
+                    &l,
+                ),
+            },
         }
     }
 }

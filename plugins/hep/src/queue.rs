@@ -4,11 +4,12 @@
 //! Producers are the sink's `write` (one call at a time) and, in `hash` /
 //! `round_robin` mode, the tasks of targets that are down handing their
 //! messages on. The consumer is the target's own connection task. The
-//! bound is counted in messages; when the queue is full the target's
-//! policy applies: `drop_newest` drops what does not fit and returns the
-//! count, `block` waits for room. Messages put back after a failed write
-//! ([`TargetQueue::requeue_front`]) may exceed the bound by at most one
-//! write's worth.
+//! bound is counted in messages and in bytes ([`Msg::footprint`]); when
+//! the queue is full the target's policy applies: `drop_newest` drops
+//! what does not fit and returns the count, `block` waits for room. The
+//! first message into an empty queue always fits. Messages put back after
+//! a failed write ([`TargetQueue::requeue_front`]) may exceed the bounds
+//! by at most one write's worth.
 
 use crate::config::TargetWhenFull;
 use bytes::Bytes;
@@ -31,6 +32,19 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// Bytes this message keeps alive in a queue: both wire forms, the
+    /// stream form only when it is a buffer of its own (a converted v1/v2
+    /// message).
+    pub fn footprint(&self) -> usize {
+        let shared =
+            self.stream.as_ptr() == self.dgram.as_ptr() && self.stream.len() == self.dgram.len();
+        if shared {
+            self.dgram.len()
+        } else {
+            self.dgram.len() + self.stream.len()
+        }
+    }
+
     /// The form for a stream (`true`) or datagram target.
     pub fn bytes(&self, stream: bool) -> &Bytes {
         if stream {
@@ -51,40 +65,81 @@ pub struct Pushed {
     pub dropped: usize,
 }
 
+/// The messages waiting and their bytes.
+struct Waiting {
+    items: VecDeque<Msg>,
+    bytes: usize,
+}
+
+impl Waiting {
+    fn pop_front(&mut self) -> Option<Msg> {
+        let m = self.items.pop_front()?;
+        self.bytes -= m.footprint();
+        Some(m)
+    }
+}
+
+/// The gauges mirroring a [`TargetQueue`].
+#[derive(Clone, Default)]
+pub struct QueueGauges {
+    /// Messages waiting.
+    pub depth: Gauge,
+    /// Their bytes.
+    pub bytes: Gauge,
+}
+
 /// One target's bounded queue.
 pub struct TargetQueue {
-    items: Mutex<VecDeque<Msg>>,
+    items: Mutex<Waiting>,
     capacity: usize,
+    max_bytes: usize,
     /// No more messages will arrive: the consumer stops when it is empty.
     closed: AtomicBool,
     /// The consumer is gone: pushes drop everything.
     abandoned: AtomicBool,
     not_empty: Notify,
     not_full: Notify,
-    depth: Gauge,
+    gauges: QueueGauges,
 }
 
 impl TargetQueue {
-    /// A queue for at most `capacity` messages; `depth` mirrors its length.
-    pub fn new(capacity: usize, depth: Gauge) -> Self {
+    /// A queue for at most `capacity` messages and `max_bytes` bytes.
+    pub fn new(capacity: usize, max_bytes: usize, gauges: QueueGauges) -> Self {
         TargetQueue {
-            items: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            items: Mutex::new(Waiting {
+                items: VecDeque::with_capacity(capacity.min(4096)),
+                bytes: 0,
+            }),
             capacity,
+            max_bytes,
             closed: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             not_empty: Notify::new(),
             not_full: Notify::new(),
-            depth,
+            gauges,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Msg>> {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Set the gauges from `q` (with its lock held).
+    fn gauge(&self, q: &Waiting) {
+        self.gauges.depth.set(q.items.len() as i64);
+        self.gauges
+            .bytes
+            .set(i64::try_from(q.bytes).unwrap_or(i64::MAX));
     }
 
     /// Messages waiting.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().items.len()
+    }
+
+    /// Bytes waiting ([`Msg::footprint`] summed).
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// True when nothing waits.
@@ -92,15 +147,25 @@ impl TargetQueue {
         self.len() == 0
     }
 
-    /// Move as many of `msgs` as fit into `q`; returns how many.
-    fn fill(&self, q: &mut VecDeque<Msg>, msgs: &mut std::vec::IntoIter<Msg>) -> usize {
-        let room = self.capacity.saturating_sub(q.len());
+    /// Move as many of `msgs` (from the front, in order) as fit into `q`;
+    /// returns how many.
+    fn fill(
+        &self,
+        q: &mut Waiting,
+        msgs: &mut std::iter::Peekable<std::vec::IntoIter<Msg>>,
+    ) -> usize {
         let mut n = 0;
-        for m in msgs.by_ref().take(room) {
-            q.push_back(m);
+        while q.items.len() < self.capacity {
+            let Some(m) = msgs.peek() else { break };
+            let size = m.footprint();
+            if !q.items.is_empty() && q.bytes.saturating_add(size) > self.max_bytes {
+                break;
+            }
+            q.bytes += size;
+            q.items.extend(msgs.next());
             n += 1;
         }
-        self.depth.set(q.len() as i64);
+        self.gauge(q);
         n
     }
 
@@ -111,7 +176,7 @@ impl TargetQueue {
         if total == 0 {
             return out;
         }
-        let mut rest = msgs.into_iter();
+        let mut rest = msgs.into_iter().peekable();
         loop {
             let notified = self.not_full.notified();
             tokio::pin!(notified);
@@ -146,9 +211,10 @@ impl TargetQueue {
         }
         let mut q = self.lock();
         for m in msgs.into_iter().rev() {
-            q.push_front(m);
+            q.bytes += m.footprint();
+            q.items.push_front(m);
         }
-        self.depth.set(q.len() as i64);
+        self.gauge(&q);
         drop(q);
         self.not_empty.notify_one();
     }
@@ -156,8 +222,9 @@ impl TargetQueue {
     /// Take everything waiting.
     pub fn take_all(&self) -> Vec<Msg> {
         let mut q = self.lock();
-        let v: Vec<Msg> = q.drain(..).collect();
-        self.depth.set(0);
+        let v: Vec<Msg> = q.items.drain(..).collect();
+        q.bytes = 0;
+        self.gauge(&q);
         drop(q);
         self.not_full.notify_waiters();
         v
@@ -180,10 +247,10 @@ impl TargetQueue {
             notified.as_mut().enable();
             {
                 let mut q = self.lock();
-                if !q.is_empty() {
+                if !q.items.is_empty() {
                     let mut bytes = 0usize;
                     while out.len() < max_msgs {
-                        let Some(m) = q.front() else { break };
+                        let Some(m) = q.items.front() else { break };
                         let len = m.bytes(stream).len();
                         if !out.is_empty() && bytes + len > max_bytes {
                             break;
@@ -191,7 +258,7 @@ impl TargetQueue {
                         bytes += len;
                         out.extend(q.pop_front());
                     }
-                    self.depth.set(q.len() as i64);
+                    self.gauge(&q);
                     drop(q);
                     self.not_full.notify_waiters();
                     return true;
@@ -253,19 +320,18 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn drop_newest_counts_what_does_not_fit() {
-        let q = TargetQueue::new(3, Gauge::default());
+    /// Five 10-byte messages offered with `drop_newest`: (queued, dropped).
+    async fn offer_five(q: &TargetQueue) -> (usize, usize) {
         let p = q
             .push((0..5).map(msg).collect(), TargetWhenFull::DropNewest)
             .await;
-        assert_eq!(
-            p,
-            Pushed {
-                queued: 3,
-                dropped: 2
-            }
-        );
+        (p.queued, p.dropped)
+    }
+
+    #[tokio::test]
+    async fn drop_newest_counts_what_does_not_fit() {
+        let q = TargetQueue::new(3, usize::MAX, QueueGauges::default());
+        assert_eq!(offer_five(&q).await, (3, 2));
         let mut out = Vec::new();
         assert!(q.pop_batch(10, 1 << 20, false, &mut out).await);
         assert_eq!(
@@ -274,9 +340,11 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn block_waits_for_room_and_loses_nothing() {
-        let q = Arc::new(TargetQueue::new(2, Gauge::default()));
+    /// Ten messages pushed with `block` into `q` while one consumer pops
+    /// them one by one, checking `within` after each pop: all arrive, in
+    /// order, none dropped.
+    async fn block_loses_nothing(q: TargetQueue, within: impl Fn(&TargetQueue) -> bool) {
+        let q = Arc::new(q);
         let q2 = q.clone();
         let producer = tokio::spawn(async move {
             q2.push((0..10).map(msg).collect(), TargetWhenFull::Block)
@@ -286,7 +354,7 @@ mod tests {
         while got.len() < 10 {
             let mut out = Vec::new();
             assert!(q.pop_batch(1, 1 << 20, false, &mut out).await);
-            assert!(q.len() <= 2);
+            assert!(within(&q));
             got.extend(out.into_iter().map(|m| m.dgram[0]));
         }
         assert_eq!(got, (0..10).collect::<Vec<_>>());
@@ -300,8 +368,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn block_waits_for_room_and_loses_nothing() {
+        let q = TargetQueue::new(2, usize::MAX, QueueGauges::default());
+        block_loses_nothing(q, |q| q.len() <= 2).await;
+    }
+
+    #[tokio::test]
+    async fn block_waits_for_byte_room_and_loses_nothing() {
+        let q = TargetQueue::new(100, 20, QueueGauges::default());
+        block_loses_nothing(q, |q| q.bytes() <= 20).await;
+    }
+
+    #[tokio::test]
     async fn batches_respect_the_byte_bound_but_always_take_one() {
-        let q = TargetQueue::new(10, Gauge::default());
+        let q = TargetQueue::new(10, usize::MAX, QueueGauges::default());
         q.push((0..5).map(msg).collect(), TargetWhenFull::Block)
             .await;
         let mut out = Vec::new();
@@ -314,7 +394,7 @@ mod tests {
 
     #[tokio::test]
     async fn closed_and_empty_ends_the_consumer_and_abandon_frees_producers() {
-        let q = Arc::new(TargetQueue::new(1, Gauge::default()));
+        let q = Arc::new(TargetQueue::new(1, usize::MAX, QueueGauges::default()));
         q.push(vec![msg(1)], TargetWhenFull::Block).await;
         let q2 = q.clone();
         let blocked =
@@ -327,5 +407,48 @@ mod tests {
         let mut out = Vec::new();
         q.take_all();
         assert!(!q.pop_batch(1, 1, false, &mut out).await);
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_drops_what_does_not_fit_and_gauges_follow() {
+        let gauges = QueueGauges::default();
+        // Room for 3 messages of 10 bytes, not 4.
+        let q = TargetQueue::new(100, 35, gauges.clone());
+        assert_eq!(offer_five(&q).await, (3, 2));
+        assert_eq!((gauges.depth.get(), gauges.bytes.get()), (3, 30));
+        let mut out = Vec::new();
+        assert!(q.pop_batch(2, 1 << 20, false, &mut out).await);
+        assert_eq!((gauges.depth.get(), gauges.bytes.get()), (1, 10));
+        q.requeue_front(out);
+        assert_eq!((q.len(), q.bytes()), (3, 30));
+        q.take_all();
+        assert_eq!((gauges.depth.get(), gauges.bytes.get()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn one_message_larger_than_the_byte_bound_still_goes_into_an_empty_queue() {
+        let q = TargetQueue::new(100, 5, QueueGauges::default());
+        let p = q
+            .push(vec![msg(1), msg(2)], TargetWhenFull::DropNewest)
+            .await;
+        assert_eq!(
+            p,
+            Pushed {
+                queued: 1,
+                dropped: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_converted_message_counts_both_forms() {
+        let shared = msg(1);
+        assert_eq!(shared.footprint(), 10);
+        let converted = Msg {
+            dgram: Bytes::from(vec![1; 10]),
+            stream: Bytes::from(vec![1; 30]),
+            key: 0,
+        };
+        assert_eq!(converted.footprint(), 40);
     }
 }

@@ -53,7 +53,7 @@ impl HepSink {
                 let m = TargetMetrics::new(&ctx.registry, &ctx.name, &label);
                 Target {
                     seed: target_seed(&label),
-                    queue: TargetQueue::new(rt.queue_capacity, m.depth.clone()),
+                    queue: TargetQueue::new(rt.queue_capacity, rt.queue_max_bytes, m.queue.clone()),
                     when_full: rt.when_full,
                     up: AtomicBool::new(false),
                     inflight: AtomicUsize::new(0),

@@ -18,7 +18,8 @@ fn has(p: &[String], needle: &str) -> bool {
 #[test]
 fn a_good_section_has_no_problem() {
     let p = problems(json!({
-        "targets": ["udp://10.0.0.5:9060", {"url": "tcp://homer:9061", "when_full": "block", "queue_capacity": 100}],
+        "targets": ["udp://10.0.0.5:9060", {"url": "tcp://homer:9061", "when_full": "block", "queue_capacity": 100, "queue_max_bytes": 1048576}],
+        "queue_max_bytes": 268435456,
         "mode": "hash",
         "encoding": "hepv3",
         "set_node_name": "hepflow-eu1-a",
@@ -34,8 +35,9 @@ fn a_good_section_has_no_problem() {
 #[test]
 fn every_problem_is_reported_with_its_key_path() {
     let p = problems(json!({
-        "targets": ["udp://a:9060", "http://b:1", "udp://a:9060", {"url": "tcp://c:1", "queue_capacity": 0, "tls": {"ca_file": "/x"}}],
+        "targets": ["udp://a:9060", "http://b:1", "udp://a:9060", {"url": "tcp://c:1", "queue_capacity": 0, "queue_max_bytes": 1000, "tls": {"ca_file": "/x"}}],
         "queue_capacity": 0,
+        "queue_max_bytes": 17179869185u64,
         "max_write_messages": 5000,
         "max_write_bytes": 0,
         "write_timeout": "0s",
@@ -50,6 +52,8 @@ fn every_problem_is_reported_with_its_key_path() {
         "sinks.relay.targets[3].queue_capacity: must be 1 to",
         "sinks.relay.targets[3].tls: only tls:// targets use TLS settings",
         "sinks.relay.queue_capacity: must be 1 to",
+        "sinks.relay.targets[3].queue_max_bytes: 1000 is out of range: give 65536",
+        "sinks.relay.queue_max_bytes: 17179869185 is out of range",
         "sinks.relay.max_write_messages: must be 1 to 1024",
         "sinks.relay.max_write_bytes: must be 1 to",
         "sinks.relay.write_timeout: must be longer than 0s",
@@ -59,7 +63,7 @@ fn every_problem_is_reported_with_its_key_path() {
     ] {
         assert!(has(&p, want), "missing {want:?} in {p:#?}");
     }
-    assert_eq!(p.len(), 11, "{p:#?}");
+    assert_eq!(p.len(), 13, "{p:#?}");
 }
 
 #[test]

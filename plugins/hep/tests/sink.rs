@@ -6,7 +6,8 @@
 //!
 //! - broadcast: a dead and a stalled target never hold up a live one
 //!   (which blocks when full and so loses nothing); their full queues
-//!   drop and count.
+//!   drop and count; a target queue is bounded in bytes as well as in
+//!   messages.
 //! - `when_full = "block"`: a target that is down at first and comes up
 //!   later gets every message, none dropped.
 //! - hash: a target lost with messages queued hands them to each key's
@@ -289,6 +290,42 @@ async fn broadcast_a_dead_and_a_stalled_target_never_hold_up_a_live_one() {
     let err = closed.expect_err("the dead target's queue could not drain");
     assert!(err.message.contains("left in HEP target queues"), "{err}");
     assert_eq!(dropped(&ctx, &dead, "shutdown"), 200.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_queue_is_bounded_in_bytes_too() {
+    // A dead target: nothing leaves its queue.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("tcp://{}", l.local_addr().unwrap());
+    drop(l);
+    let (mut sink, ctx) = build(json!({
+        "targets": [{"url": dead, "queue_max_bytes": 65536}],
+        "queue_capacity": 10000,
+        "reconnect_initial_backoff": "1s",
+    }));
+    sink.start().await.unwrap();
+    let batch: Vec<Event> = (0..200).map(|i| event(i, 1000, None, None)).collect();
+    // Passthrough over TCP: each message's own bytes, in order, while
+    // they fit in 64 KiB.
+    let (mut fit, mut bytes) = (0, 0);
+    for e in &batch {
+        if bytes + e.raw().len() > 65536 {
+            break;
+        }
+        bytes += e.raw().len();
+        fit += 1;
+    }
+    assert!(fit > 10 && fit < 100, "{fit}");
+    sink.write(&batch).await.unwrap();
+    assert_eq!(
+        value(&ctx, "hepflow_hep_target_queue_depth", &dead),
+        fit as f64
+    );
+    assert_eq!(
+        value(&ctx, "hepflow_hep_target_queue_bytes", &dead),
+        bytes as f64
+    );
+    assert_eq!(dropped(&ctx, &dead, "queue_full"), (200 - fit) as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
