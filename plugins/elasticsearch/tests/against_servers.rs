@@ -31,9 +31,12 @@ fn require_env(var: &str) -> String {
     })
 }
 
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
+
+/// A URL nobody listens on, nor is given by `bind(0)` meanwhile.
 fn dead_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://127.0.0.1:{}", l.local_addr().unwrap().port())
+    format!("http://127.0.0.1:{}", ports::restart_port())
 }
 
 fn config(v: serde_json::Value) -> ElasticsearchConfig {

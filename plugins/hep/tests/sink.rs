@@ -95,10 +95,13 @@ async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A loopback port nobody listens on.
+#[path = "../../../tests/common/ports.rs"]
+mod ports;
+
+/// A loopback port nobody listens on, and nobody is given by `bind(0)`
+/// meanwhile (below the ephemeral range).
 fn dead_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    ports::restart_port()
 }
 
 /// Test receiver: accepts TCP connections, frames HEP3, keeps frames.
@@ -295,9 +298,7 @@ async fn broadcast_a_dead_and_a_stalled_target_never_hold_up_a_live_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_queue_is_bounded_in_bytes_too() {
     // A dead target: nothing leaves its queue.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("tcp://{}", l.local_addr().unwrap());
-    drop(l);
+    let dead = format!("tcp://127.0.0.1:{}", dead_port());
     let (mut sink, ctx) = build(json!({
         "targets": [{"url": dead, "queue_max_bytes": 65536}],
         "queue_capacity": 10000,
@@ -330,10 +331,8 @@ async fn a_target_queue_is_bounded_in_bytes_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_loses_nothing_for_a_target_that_comes_up_late() {
-    // Reserve a port, release it: the target is down at first.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
+    // The target is down at first; nobody else takes its port meanwhile.
+    let addr = SocketAddr::from(([127, 0, 0, 1], dead_port()));
     let url = format!("tcp://{addr}");
     let (mut sink, ctx) = build(json!({
         "targets": [{"url": url, "when_full": "block", "queue_capacity": 10}],
@@ -548,9 +547,7 @@ async fn hash_a_lost_target_hands_its_queue_to_the_next_choice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_messages_go_out_several_per_write() {
     // TCP: the target comes up with 100 messages queued: 64 per write.
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    drop(l);
+    let addr = SocketAddr::from(([127, 0, 0, 1], dead_port()));
     let tcp = format!("tcp://{addr}");
     let udp_rx = UdpReceiver::start();
     let udp = format!("udp://{}", udp_rx.addr);
