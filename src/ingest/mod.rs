@@ -313,8 +313,12 @@ pub(crate) mod testing {
             .data
     }
 
-    /// A decoder and a pipeline routing everything into one queue.
-    pub fn one_queue(transport: Transport) -> (Arc<Decoder>, Pipeline, Arc<SinkQueue>, Registry) {
+    /// A decoder and a pipeline routing everything into one queue of
+    /// `capacity` messages (`drop_newest`).
+    pub fn one_queue(
+        transport: Transport,
+        capacity: usize,
+    ) -> (Arc<Decoder>, Pipeline, Arc<SinkQueue>, Registry) {
         let registry = Registry::new();
         let decoder = Arc::new(Decoder::new(
             "test",
@@ -325,7 +329,7 @@ pub(crate) mod testing {
         ));
         let names = vec!["q".to_string()];
         let queue = Arc::new(SinkQueue::new(
-            1 << 20,
+            capacity,
             WhenFull::DropNewest,
             QueueMetrics::new(&registry, "q"),
         ));

@@ -271,7 +271,7 @@ mod tests {
     /// though the peer keeps the connection open.
     #[tokio::test]
     async fn at_stop_what_is_already_waiting_is_handed_over() {
-        let (decoder, pipeline, queue, _r) = one_queue(Transport::Tcp);
+        let (decoder, pipeline, queue, _r) = one_queue(Transport::Tcp, 1 << 20);
         let msg = hep3_message();
         let n = 3000;
         let (mut peer, ours) = tokio::io::duplex(n * msg.len() + 1);
@@ -312,7 +312,8 @@ mod tests {
                 Poll::Ready(Ok(()))
             }
         }
-        let (decoder, pipeline, _queue, _r) = one_queue(Transport::Tcp);
+        // A small queue: what does not fit is dropped (and counted).
+        let (decoder, pipeline, _queue, _r) = one_queue(Transport::Tcp, 4096);
         let (stop_tx, stop_rx) = watch::channel(false);
         stop_tx.send(true).unwrap();
         let addr = "127.0.0.1:9060".parse().unwrap();

@@ -320,7 +320,7 @@ mod tests {
     /// over by the receive loop before it ends.
     #[test]
     fn at_stop_the_datagrams_already_received_are_handed_over() {
-        let (decoder, pipeline, queue, _r) = one_queue(Transport::Udp);
+        let (decoder, pipeline, queue, _r) = one_queue(Transport::Udp, 1 << 20);
         let socket = bind_one("127.0.0.1:0".parse().unwrap(), 4 << 20).unwrap();
         let to = socket.local_addr().unwrap();
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
