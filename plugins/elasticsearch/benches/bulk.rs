@@ -9,14 +9,14 @@
 //!
 //! Run: `cargo bench -p hepflow-elasticsearch --bench bulk`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use hepflow_elasticsearch::bulk::BulkEncoder;
 use hepflow_elasticsearch::config::{BulkAction, DocumentId};
 use hepflow_elasticsearch::index_name::IndexPattern;
 use hepflow_sdk::document::write_document;
-use hepflow_sdk::hep::{decode, encode_v3, DecodeOptions, HepMessage};
-use hepflow_sdk::{Event, ReceiveMeta, Transport};
+use hepflow_sdk::hep::HepMessage;
+use hepflow_sdk::Event;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::SystemTime;
@@ -58,20 +58,9 @@ fn events() -> Vec<Event> {
             m.ts_usec = (i * 137 % 1_000_000) as u32;
             m.capture_id = 2001;
             m.node_name = Some(Bytes::from_static(b"edge-1"));
-            let mut buf = BytesMut::new();
-            encode_v3(&m, &mut buf).expect("encode");
-            let raw = buf.freeze();
-            let hep = decode(raw.clone(), &DecodeOptions::default()).expect("decode");
-            let ev = Event::new(
-                hep,
-                raw,
-                ReceiveMeta {
-                    listener: "udp".into(),
-                    transport: Transport::Udp,
-                    peer: "192.0.2.10:5060".parse().unwrap(),
-                    received_at: SystemTime::now(),
-                },
-            );
+            let ev =
+                Event::received_over_udp(&m, "192.0.2.10:5060".parse().unwrap(), SystemTime::now())
+                    .expect("encode");
             ev.sip(); // parsed once, as a route would have done
             ev
         })

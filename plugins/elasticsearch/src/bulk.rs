@@ -216,8 +216,7 @@ pub fn message_id(raw: &[u8]) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hepflow_sdk::hep::{decode, encode_v3, DecodeOptions, HepMessage};
-    use hepflow_sdk::{ReceiveMeta, Transport};
+    use hepflow_sdk::hep::HepMessage;
     use std::time::{Duration, UNIX_EPOCH};
 
     fn event(key: Option<&'static [u8]>, payload: &'static [u8]) -> Event {
@@ -226,20 +225,12 @@ mod tests {
         m.ts_usec = 5;
         m.proto_type = 1;
         m.auth_key = key.map(Bytes::from_static);
-        let mut buf = BytesMut::new();
-        encode_v3(&m, &mut buf).unwrap();
-        let raw = buf.freeze();
-        let msg = decode(raw.clone(), &DecodeOptions::default()).unwrap();
-        Event::new(
-            msg,
-            raw,
-            ReceiveMeta {
-                listener: "udp".into(),
-                transport: Transport::Udp,
-                peer: "127.0.0.1:5060".parse().unwrap(),
-                received_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
-            },
+        Event::received_over_udp(
+            &m,
+            "127.0.0.1:5060".parse().unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_800_000_000),
         )
+        .unwrap()
     }
 
     fn encoder() -> BulkEncoder {

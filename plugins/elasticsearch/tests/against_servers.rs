@@ -6,16 +6,16 @@
 //! password in any error. A missing `HEPFLOW_TEST_*` variable fails the
 //! test with what to run.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hepflow_elasticsearch::client::{BulkClient, Control, HttpSettings, Nodes, TlsMaterial};
 use hepflow_elasticsearch::config::parse_url;
 use hepflow_elasticsearch::health::{poll_once, SharedState};
 use hepflow_elasticsearch::metrics::EsMetrics;
 use hepflow_elasticsearch::{ElasticsearchConfig, ElasticsearchSink};
-use hepflow_sdk::hep::{decode, encode_v3, DecodeOptions, HepMessage};
+use hepflow_sdk::hep::HepMessage;
 use hepflow_sdk::ratelimit::LogLimiter;
 use hepflow_sdk::sink::{Sink, SinkContext, TypedSinkFactory};
-use hepflow_sdk::{Event, ReceiveMeta, Transport};
+use hepflow_sdk::Event;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -58,19 +58,7 @@ fn event(payload: &str) -> Event {
     m.proto_type = 1;
     m.ts_sec = 1_764_158_400;
     m.capture_id = 7;
-    let mut buf = BytesMut::new();
-    encode_v3(&m, &mut buf).unwrap();
-    let raw = buf.freeze();
-    Event::new(
-        decode(raw.clone(), &DecodeOptions::default()).unwrap(),
-        raw,
-        ReceiveMeta {
-            listener: "udp".into(),
-            transport: Transport::Udp,
-            peer: "127.0.0.1:5060".parse().unwrap(),
-            received_at: SystemTime::now(),
-        },
-    )
+    Event::received_over_udp(&m, "127.0.0.1:5060".parse().unwrap(), SystemTime::now()).unwrap()
 }
 
 fn settings(cfg: &ElasticsearchConfig) -> HttpSettings {

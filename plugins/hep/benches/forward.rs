@@ -4,13 +4,12 @@
 //!
 //! `cargo bench -p hepflow-hep --bench forward`
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hepflow_hep::config::{Encoding, HepSinkConfig};
 use hepflow_hep::prepare::Preparer;
 use hepflow_hep::select::{key_hash, rendezvous, target_seed};
-use hepflow_sdk::hep::{decode, encode_v3};
-use hepflow_sdk::{DecodeOptions, Event, HepMessage, ReceiveMeta, Transport};
+use hepflow_sdk::{Event, HepMessage};
 use std::time::SystemTime;
 
 const INVITE: &str = "INVITE sip:bob@example.com SIP/2.0\r\n\
@@ -24,20 +23,7 @@ fn event() -> Event {
     let mut m = HepMessage::new_v3(Bytes::from_static(INVITE.as_bytes()));
     m.capture_id = 2001;
     m.node_name = Some(Bytes::from_static(b"kamailio-1"));
-    let mut buf = BytesMut::new();
-    encode_v3(&m, &mut buf).unwrap();
-    let raw = buf.freeze();
-    let hep = decode(raw.clone(), &DecodeOptions::default()).unwrap();
-    Event::new(
-        hep,
-        raw,
-        ReceiveMeta {
-            listener: "udp".into(),
-            transport: Transport::Udp,
-            peer: "127.0.0.1:5060".parse().unwrap(),
-            received_at: SystemTime::now(),
-        },
-    )
+    Event::received_over_udp(&m, "127.0.0.1:5060".parse().unwrap(), SystemTime::now()).unwrap()
 }
 
 fn bench(c: &mut Criterion) {

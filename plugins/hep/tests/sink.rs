@@ -18,11 +18,11 @@
 //!   counting what was left.
 //! - health: `any` and `all`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hepflow_hep::HepSinkFactory;
-use hepflow_sdk::hep::{decode, encode_v3, hep3_frame_len};
+use hepflow_sdk::hep::{decode, hep3_frame_len};
 use hepflow_sdk::sink::{Sink, SinkContext, SinkFactory};
-use hepflow_sdk::{DecodeOptions, Event, HepMessage, ReceiveMeta, Transport};
+use hepflow_sdk::{DecodeOptions, Event, HepMessage};
 use serde_json::json;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -45,20 +45,7 @@ fn event(n: usize, pad: usize, node: Option<&str>, auth: Option<&str>) -> Event 
     m.capture_id = 11;
     m.node_name = node.map(|s| Bytes::copy_from_slice(s.as_bytes()));
     m.auth_key = auth.map(|s| Bytes::copy_from_slice(s.as_bytes()));
-    let mut b = BytesMut::new();
-    encode_v3(&m, &mut b).unwrap();
-    let raw = b.freeze();
-    let hep = decode(raw.clone(), &DecodeOptions::default()).unwrap();
-    Event::new(
-        hep,
-        raw,
-        ReceiveMeta {
-            listener: "udp".into(),
-            transport: Transport::Udp,
-            peer: "127.0.0.1:5060".parse().unwrap(),
-            received_at: SystemTime::now(),
-        },
-    )
+    Event::received_over_udp(&m, "127.0.0.1:5060".parse().unwrap(), SystemTime::now()).unwrap()
 }
 
 fn build(cfg: serde_json::Value) -> (Box<dyn Sink>, SinkContext) {

@@ -4,12 +4,12 @@
 //!
 //! Run: `cargo bench -p hepflow-kafka --bench record`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use hepflow_kafka::config::{KeyMode, ValueMode};
 use hepflow_kafka::value::{key, value};
-use hepflow_sdk::hep::{decode, encode_v3, DecodeOptions, HepMessage};
-use hepflow_sdk::{Event, ReceiveMeta, Transport};
+use hepflow_sdk::hep::HepMessage;
+use hepflow_sdk::Event;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::SystemTime;
 
@@ -45,20 +45,8 @@ fn event() -> Event {
     m.capture_id = 2001;
     m.node_name = Some(Bytes::from_static(b"kamailio-edge-1"));
     m.auth_key = Some(Bytes::from_static(b"agent-secret"));
-    let mut buf = BytesMut::new();
-    encode_v3(&m, &mut buf).expect("encode");
-    let raw = buf.freeze();
-    let msg = decode(raw.clone(), &DecodeOptions::default()).expect("decode");
-    Event::new(
-        msg,
-        raw,
-        ReceiveMeta {
-            listener: "udp".into(),
-            transport: Transport::Udp,
-            peer: "10.1.2.3:5060".parse().unwrap(),
-            received_at: SystemTime::now(),
-        },
-    )
+    Event::received_over_udp(&m, "10.1.2.3:5060".parse().unwrap(), SystemTime::now())
+        .expect("encode")
 }
 
 fn bench(c: &mut Criterion) {

@@ -106,24 +106,10 @@ fn strip_chunk(raw: &[u8], chunk_type: u16) -> Option<Bytes> {
 mod tests {
     use super::*;
     use hepflow_sdk::hep::{decode, DecodeOptions, HepMessage};
-    use hepflow_sdk::{ReceiveMeta, Transport};
     use std::time::SystemTime;
 
     fn event_of(m: &HepMessage) -> Event {
-        let mut buf = BytesMut::new();
-        encode_v3(m, &mut buf).unwrap();
-        let raw = buf.freeze();
-        let hep = decode(raw.clone(), &DecodeOptions::default()).unwrap();
-        Event::new(
-            hep,
-            raw,
-            ReceiveMeta {
-                listener: "udp".into(),
-                transport: Transport::Udp,
-                peer: "127.0.0.1:1".parse().unwrap(),
-                received_at: SystemTime::now(),
-            },
-        )
+        Event::received_over_udp(m, "127.0.0.1:1".parse().unwrap(), SystemTime::now()).unwrap()
     }
 
     const SIP: &[u8] =

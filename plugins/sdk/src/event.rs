@@ -210,6 +210,33 @@ impl Event {
         }
     }
 
+    /// `msg` as a UDP listener named `udp` would have handed it on,
+    /// received from `peer` at `received_at`: encoded as HEPv3 and decoded
+    /// back (default options), so the raw bytes and every field are what
+    /// decoding gives. Where sinks' tests and benches start from. Fails,
+    /// saying why, where `msg` cannot be encoded (a field too long).
+    pub fn received_over_udp(
+        msg: &HepMessage,
+        peer: SocketAddr,
+        received_at: SystemTime,
+    ) -> Result<Event, String> {
+        let mut buf = bytes::BytesMut::new();
+        crate::hep::encode_v3(msg, &mut buf).map_err(|e| format!("encode as HEPv3: {e}"))?;
+        let raw = buf.freeze();
+        let hep = crate::hep::decode(raw.clone(), &crate::hep::DecodeOptions::default())
+            .map_err(|e| format!("decode what encode_v3 wrote: {e}"))?;
+        Ok(Event::new(
+            hep,
+            raw,
+            ReceiveMeta {
+                listener: "udp".into(),
+                transport: Transport::Udp,
+                peer,
+                received_at,
+            },
+        ))
+    }
+
     fn inner(&self) -> &EventInner {
         &self.batch.items[self.index]
     }
