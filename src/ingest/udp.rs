@@ -40,15 +40,6 @@ fn bind_one(addr: SocketAddr, rcvbuf: usize) -> io::Result<UdpSocket> {
     if let Err(e) = socket.set_recv_buffer_size(rcvbuf) {
         tracing::warn!(%addr, error = %e, "could not set SO_RCVBUF");
     }
-    // The kernel caps the request at net.core.rmem_max without an error
-    // (Linux reports twice the usable size it granted).
-    match socket.recv_buffer_size() {
-        Ok(got) if got < rcvbuf => tracing::warn!(
-            %addr, requested = rcvbuf, granted = got,
-            "the kernel capped the UDP receive buffer below recv_buffer_bytes; bursts may be dropped at the socket (raise it: sysctl -w net.core.rmem_max={rcvbuf})"
-        ),
-        _ => {}
-    }
     socket.bind(&addr.into())?;
     socket.set_read_timeout(Some(POLL))?;
     Ok(socket.into())
@@ -64,6 +55,17 @@ pub fn bind(cfg: &UdpListenerConfig) -> io::Result<Vec<UdpSocket>> {
     };
     let first = bind_one(cfg.bind, cfg.recv_buffer_bytes)?;
     let addr = first.local_addr()?;
+    // The kernel caps SO_RCVBUF at net.core.rmem_max without an error
+    // (Linux reports twice the usable size it granted); every worker's
+    // socket gets the same, so the first one tells.
+    let rcvbuf = cfg.recv_buffer_bytes;
+    match socket2::SockRef::from(&first).recv_buffer_size() {
+        Ok(got) if got < rcvbuf => tracing::warn!(
+            %addr, requested = rcvbuf, granted = got,
+            "the kernel capped the UDP receive buffer below recv_buffer_bytes; bursts may be dropped at the socket (raise it: sysctl -w net.core.rmem_max={rcvbuf})"
+        ),
+        _ => {}
+    }
     let mut sockets = vec![first];
     for _ in 1..workers {
         sockets.push(bind_one(addr, cfg.recv_buffer_bytes)?);
