@@ -28,7 +28,7 @@ use std::io::Write as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn need(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
@@ -177,6 +177,33 @@ fn wait_eq<T: PartialEq + std::fmt::Debug>(secs: u64, want: &T, mut f: impl FnMu
         last == *want
     });
     last
+}
+
+/// Wait until every point of the messages the sinks had at `all_in` is
+/// written or dropped: their last bucket is emitted (interval 1 s +
+/// lateness 300 ms + a flush tick of 200 ms after `all_in`, see
+/// [`sink_toml`], with slack) and nothing is pending in `sinks`, in flight
+/// included (the server stores a request's points, queryable, before
+/// hepflow reads its answer and counts them). Whether that happened within
+/// `timeout`, and the last metrics read.
+fn wait_points_settled(
+    h: &Hepflow,
+    all_in: Instant,
+    sinks: &[&str],
+    timeout: Duration,
+) -> (bool, String) {
+    let mut m = String::new();
+    let settled = wait_until(timeout, || {
+        m = h.metrics();
+        all_in.elapsed() >= Duration::from_millis(2500)
+            && sinks.iter().all(|sink| {
+                metric(
+                    &m,
+                    &format!("hepflow_influxdb_pending_points{{sink=\"{sink}\"}}"),
+                ) == 0.0
+            })
+    });
+    (settled, m)
 }
 
 fn map(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
@@ -602,13 +629,8 @@ fn bad_points_are_rejected_with_the_server_reason_and_not_retried() {
     // pending), then wait past the sink's backoff_max (1 s): no retry
     // and no further rejection of the same points.
     h.expect_metric(r#"hepflow_sink_sent_total{sink="metrics"}"#, 14.0);
-    let all_in = std::time::Instant::now();
-    let mut m = String::new();
-    let settled = wait_until(Duration::from_secs(20), || {
-        m = h.metrics();
-        all_in.elapsed() >= Duration::from_millis(2500)
-            && metric(&m, r#"hepflow_influxdb_pending_points{sink="metrics"}"#) == 0.0
-    });
+    let (settled, m) =
+        wait_points_settled(&h, Instant::now(), &["metrics"], Duration::from_secs(20));
     assert!(
         settled,
         "points still pending:\n{m}\nlog:\n{}",
@@ -925,11 +947,9 @@ fn points_of_an_outage_arrive_after_the_server_returns_and_the_bound_drops_and_c
         h.wait_metric(r#"hepflow_sink_sent_total{sink="metrics"}"#, sent_total),
         sent_total
     );
-    // Every message is in the aggregator now; its last bucket is emitted
-    // into the pending buffer once the interval (1 s) and the lateness
-    // (300 ms) are over, at the next flush tick (200 ms). Until then an
-    // empty pending buffer does not mean "all written".
-    let last_bucket_emitted = std::time::Instant::now() + Duration::from_millis(1500);
+    // Every message is in the aggregator now; until its last bucket is
+    // emitted an empty pending buffer does not mean "all written".
+    let all_in = Instant::now();
     let unready = wait_until(Duration::from_secs(15), || {
         matches!(http_get(h.api, "/ready"), Ok((503, _)))
     });
@@ -969,12 +989,8 @@ fn points_of_an_outage_arrive_after_the_server_returns_and_the_bound_drops_and_c
 
     // The server returns (same data directory, same port).
     own.launch();
-    let drained = wait_until(Duration::from_secs(30), || {
-        let m = h.metrics();
-        std::time::Instant::now() >= last_bucket_emitted + Duration::from_millis(500)
-            && metric(&m, r#"hepflow_influxdb_pending_points{sink="metrics"}"#) == 0.0
-            && metric(&m, r#"hepflow_influxdb_pending_points{sink="small"}"#) == 0.0
-    });
+    let (drained, _) =
+        wait_points_settled(&h, all_in, &["metrics", "small"], Duration::from_secs(30));
     assert!(
         drained,
         "pending points not written after the server returned\n{}",
@@ -998,14 +1014,10 @@ fn points_of_an_outage_arrive_after_the_server_returns_and_the_bound_drops_and_c
     assert!(ready, "/ready should recover");
 
     // The small sink: written + dropped = produced; what arrived matches.
-    // Counted once nothing is pending: the server stores a request's points
-    // (queryable above) before hepflow reads its answer and counts them.
-    let mut m = String::new();
-    let settled = wait_until(Duration::from_secs(15), || {
-        m = h.metrics();
-        metric(&m, r#"hepflow_influxdb_pending_points{sink="metrics"}"#) == 0.0
-            && metric(&m, r#"hepflow_influxdb_pending_points{sink="small"}"#) == 0.0
-    });
+    // Counted once nothing is pending again (the points queried above may
+    // be stored before hepflow has read the server's answer).
+    let (settled, m) =
+        wait_points_settled(&h, all_in, &["metrics", "small"], Duration::from_secs(15));
     assert!(
         settled,
         "points still pending after the server returned\n{m}"
