@@ -9,6 +9,8 @@
 //! - [`sink`]: the [`Sink`] trait every sink plugin implements.
 //! - [`metrics`]: the counter registry behind `/metrics` and `/api/v1/stats`.
 //! - [`ratelimit`]: rate-limited logging of repeated failures.
+//! - [`spool`]: the disk log behind a sink's queue (overflow and
+//!   write-ahead), with its checksummed record format.
 
 pub mod document;
 pub mod event;
@@ -18,6 +20,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod sink;
 pub mod sip;
+pub mod spool;
 
 pub use event::{Event, EventBatch, ReceiveMeta, Transport};
 pub use hep::{DecodeError, DecodeOptions, HepMessage, HepVersion};

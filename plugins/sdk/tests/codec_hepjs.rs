@@ -121,7 +121,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex from hep-js: {s}");
+    assert!(s.len().is_multiple_of(2), "odd hex from hep-js: {s}");
     (0..s.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex from hep-js"))
