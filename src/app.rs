@@ -5,9 +5,10 @@
 //! messages (if any) were left undelivered.
 
 use crate::api::{self, ApiState};
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, SpoolMode};
 use crate::ingest::{self, Decoder, ListenerMetrics};
 use crate::pipeline::{run_sink, undelivered_counter, Pipeline, SinkSlot, SinkTask};
+use crate::queue::disk::DiskTier;
 use crate::queue::{QueueMetrics, SinkQueue};
 use crate::route::Router;
 use crate::sinks;
@@ -68,7 +69,12 @@ pub async fn run(
     let factories = sinks::factories();
     let (deadline_tx, deadline_rx) = watch::channel(None::<Instant>);
 
-    // Sinks and their queues.
+    let decode_opts = DecodeOptions {
+        max_inflated_bytes: cfg.decode.max_inflated_bytes,
+    };
+    // Sinks and their queues (and spools, with a task each that fsyncs
+    // and checkpoints them).
+    let mut checkpoints = Vec::new();
     let mut slots = Vec::new();
     let mut tasks = Vec::new();
     for (name, sc) in &cfg.sinks {
@@ -87,14 +93,36 @@ pub async fn run(
             .build(&format!("sinks.{name}"), &sc.plugin, ctx)
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("building sink {name}"))?;
-        let queue = Arc::new(
-            SinkQueue::new(
-                sc.common.queue.capacity,
-                sc.common.queue.when_full,
-                QueueMetrics::new(&registry, name),
-            )
-            .with_max_bytes(sc.common.queue.max_bytes),
-        );
+        let mut queue = SinkQueue::new(
+            sc.common.queue.capacity,
+            sc.common.queue.when_full,
+            QueueMetrics::new(&registry, name),
+        )
+        .with_max_bytes(sc.common.queue.max_bytes);
+        if sc.common.spool.mode != SpoolMode::Off {
+            let dir = sc.common.spool.dir_for(&cfg.node.data_dir, name);
+            let disk = DiskTier::open(name, &sc.common.spool, dir, &registry, decode_opts.clone())
+                .with_context(|| format!("opening the spool of sinks.{name}"))?;
+            queue = queue.with_disk(disk);
+        }
+        let queue = Arc::new(queue);
+        if let Some(interval) = queue.disk().map(|_| sc.common.spool.fsync_interval) {
+            let q = queue.clone();
+            checkpoints.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let q = q.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Some(d) = q.disk() {
+                            d.checkpoint();
+                        }
+                    })
+                    .await;
+                }
+            }));
+        }
         slots.push(SinkSlot {
             name: name.clone(),
             queue: queue.clone(),
@@ -131,9 +159,6 @@ pub async fn run(
     });
 
     // Listeners.
-    let decode_opts = DecodeOptions {
-        max_inflated_bytes: cfg.decode.max_inflated_bytes,
-    };
     let stop_flag = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     {
@@ -267,13 +292,11 @@ pub async fn run(
                 let dropping: Vec<&str> = cfg
                     .sinks
                     .iter()
-                    .filter(|(_, s)| {
-                        s.common.queue.when_full == crate::config::WhenFull::DropNewest
-                    })
+                    .filter(|(_, s)| s.common.queue.when_full != crate::config::WhenFull::Block)
                     .map(|(n, _)| n.as_str())
                     .collect();
                 if !dropping.is_empty() {
-                    tracing::warn!(listener = %name, sinks = ?dropping, "these sinks drop messages when their queue is full (when_full = \"drop_newest\"): what they drop from this Kafka listener is committed and not read again; set when_full = \"block\" to pause consumption instead");
+                    tracing::warn!(listener = %name, sinks = ?dropping, "these sinks drop messages when their queue (and spool, if any) is full (when_full = \"drop_newest\" or \"drop_oldest\"): what they drop from this Kafka listener is committed and not read again; set when_full = \"block\" to pause consumption instead");
                 }
                 // Stopped and awaited with the stream listeners.
                 tcp_tasks.push(tokio::spawn(ingest::kafka::serve(
@@ -356,18 +379,18 @@ pub async fn run(
             Ok(Ok(n)) => undelivered += n,
             Ok(Err(e)) => {
                 tracing::error!(sink = %slot.name, error = %e, "sink task failed");
-                let n = slot.queue.discard_remaining() as u64;
-                undelivered_counter(&registry, &slot.name).add(n);
-                undelivered += n;
+                undelivered += spill_or_discard(&registry, slot);
             }
             Err(_) => {
                 abort.abort();
-                let n = slot.queue.discard_remaining() as u64;
+                let n = spill_or_discard(&registry, slot);
                 tracing::warn!(sink = %slot.name, undelivered = n, "sink did not drain within the grace period");
-                undelivered_counter(&registry, &slot.name).add(n);
                 undelivered += n;
             }
         }
+    }
+    for c in checkpoints {
+        c.abort();
     }
     let _ = api_stop_tx.send(true);
     if let Some(t) = api_task {
@@ -396,4 +419,17 @@ pub async fn run(
         );
     }
     Ok(RunSummary { undelivered })
+}
+
+/// What a sink task that ended abnormally left in its queue: written to
+/// the spool (nothing lost; a batch it had in flight from memory is not
+/// there) or, without a spool, dropped and counted. Returns how many were
+/// lost.
+fn spill_or_discard(registry: &Registry, slot: &SinkSlot) -> u64 {
+    if slot.queue.spill_remaining(Vec::new()).is_some() {
+        return 0;
+    }
+    let n = slot.queue.discard_remaining() as u64;
+    undelivered_counter(registry, &slot.name).add(n);
+    n
 }

@@ -201,6 +201,27 @@ async fn sleep_or_deadline(d: Duration, deadline: &mut watch::Receiver<Option<In
     }
 }
 
+/// The shutdown deadline passed with messages not delivered: with a
+/// spool, `in_flight` and what memory holds are written in front of it
+/// (delivered by the next start) and nothing is lost; without one, they
+/// are dropped and counted as `shutdown_undelivered`. Returns how many
+/// were lost.
+fn give_up_remaining(t: &SinkTask, in_flight: Vec<Event>, m: &EngineMetrics) -> u64 {
+    let in_flight_len = in_flight.len() as u64;
+    match t.queue.spill_remaining(in_flight) {
+        Some(spilled) => {
+            let records = t.queue.disk().map_or(0, |d| d.records());
+            tracing::info!(sink = %t.name, spilled, spool_records = records, "shutdown: messages not delivered in the grace period are in the spool; the next start delivers them");
+            0
+        }
+        None => {
+            let n = in_flight_len + t.queue.discard_remaining() as u64;
+            m.dropped_undelivered.add(n);
+            n
+        }
+    }
+}
+
 /// Drain one sink's queue into the sink until the queue is closed and
 /// empty (or the shutdown deadline passes). Returns how many messages it
 /// had to give up at shutdown.
@@ -223,8 +244,7 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                     tracing::warn!(sink = %t.name, error = %e, suppressed = n, "sink start failed; retrying");
                 }
                 if past(&t.deadline) {
-                    let n = t.queue.discard_remaining() as u64;
-                    m.dropped_undelivered.add(n);
+                    let n = give_up_remaining(&t, Vec::new(), &m);
                     return n;
                 }
                 sleep_or_deadline(backoff_delay(attempt, initial, max), &mut t.deadline).await;
@@ -239,7 +259,7 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
     let mut undelivered = 0u64;
     loop {
         batch.clear();
-        let got = tokio::select! {
+        let popped = tokio::select! {
             got = t.queue.pop_batch(t.common.batch.max_events, t.common.batch.max_wait, &mut batch) => got,
             _ = flush_tick.tick() => {
                 // Every tick, written or not: sinks that aggregate over
@@ -252,10 +272,11 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                 continue;
             }
         };
-        if !got {
+        let Some(popped) = popped else {
             break;
-        }
+        };
         let mut attempt = 0;
+        let mut in_flight_lost = false;
         loop {
             let started = std::time::Instant::now();
             let result = t.sink.write(&batch).await;
@@ -264,6 +285,7 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                 Ok(d) => {
                     m.sent.add(d.events);
                     m.bytes.add(d.bytes);
+                    t.queue.set_failing(false);
                     if attempt > 0 {
                         t.health.set_ready();
                         tracing::info!(sink = %t.name, attempts = attempt + 1, "sink write succeeded after retries");
@@ -272,13 +294,13 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                 }
                 Err(e) if e.retryable => {
                     m.retries.inc();
+                    t.queue.set_failing(true);
                     t.health.set_unready(format!("write failing: {e}"));
                     if let Some(n) = log.allow() {
                         tracing::warn!(sink = %t.name, error = %e, suppressed = n, batch = batch.len(), "sink write failed; retrying with backoff");
                     }
                     if past(&t.deadline) {
-                        undelivered += batch.len() as u64;
-                        m.dropped_undelivered.add(batch.len() as u64);
+                        in_flight_lost = true;
                         break;
                     }
                     sleep_or_deadline(backoff_delay(attempt, initial, max), &mut t.deadline).await;
@@ -294,11 +316,26 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                 }
             }
         }
-        if past(&t.deadline) {
-            let n = t.queue.discard_remaining() as u64;
-            undelivered += n;
-            m.dropped_undelivered.add(n);
+        if in_flight_lost {
+            // Shutdown with the batch undelivered: a batch read from the
+            // spool stays there (not acknowledged); one from memory goes
+            // in front of the spool with the rest of memory, or is lost.
+            let in_flight = if popped.from_disk() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut batch)
+            };
+            undelivered += give_up_remaining(&t, in_flight, &m);
+            break;
         }
+        t.queue.done(popped);
+        if past(&t.deadline) {
+            undelivered += give_up_remaining(&t, Vec::new(), &m);
+            break;
+        }
+    }
+    if let Some(disk) = t.queue.disk() {
+        disk.checkpoint();
     }
     if let Err(e) = t.sink.close().await {
         tracing::warn!(sink = %t.name, error = %e, "sink close failed");

@@ -191,13 +191,26 @@ impl Spool {
     /// (`fdatasync` of the active segment), if anything was appended
     /// since the last call.
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
-            if let Some((_, file)) = &self.active {
-                file.sync_data()?;
-            }
-            self.dirty = false;
+        match self.take_sync_handle()? {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// What [`Self::sync`] does, in two steps so that the caller can fsync
+    /// without holding its lock on the spool: a handle of the active
+    /// segment when anything was appended since the last call (fsync it
+    /// with `sync_data`), else `None`. A segment sealed meanwhile was
+    /// synced when it was sealed.
+    pub fn take_sync_handle(&mut self) -> io::Result<Option<File>> {
+        if !self.dirty {
+            return Ok(None);
+        }
+        self.dirty = false;
+        match &self.active {
+            Some((_, file)) => file.try_clone().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Write records that are older than everything in the spool (what a

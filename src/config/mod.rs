@@ -24,9 +24,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub mod spool;
+pub use spool::{SpoolConfig, SpoolMode};
+
 /// The embedded default configuration (HEP on UDP and TCP 9060, file sink
 /// under `./data`, API on 127.0.0.1:9096).
-pub const EMBEDDED_DEFAULT: &str = include_str!("../config/hepflow.toml");
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/hepflow.toml");
 
 /// Top-level sections of the configuration.
 pub const SECTIONS: [&str; 9] = [
@@ -58,12 +61,16 @@ impl std::fmt::Debug for Secret {
 pub struct NodeConfig {
     /// This node's name, used in logs and by sinks that stamp messages.
     pub name: String,
+    /// Where hepflow keeps state on disk: the sinks' spools under
+    /// `<data_dir>/spool/<sink>`. Only used when a sink has a spool.
+    pub data_dir: std::path::PathBuf,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
             name: "hepflow".into(),
+            data_dir: "/var/lib/hepflow".into(),
         }
     }
 }
@@ -369,6 +376,9 @@ pub enum WhenFull {
     Block,
     /// Drop the new messages and count them (`reason="queue_full"`).
     DropNewest,
+    /// Drop the oldest messages to make room for the new ones and count
+    /// them (`reason="queue_full"`); with a spool, its oldest segment.
+    DropOldest,
 }
 
 /// `[sinks.NAME.queue]`.
@@ -462,10 +472,13 @@ pub struct SinkCommon {
     /// Retry backoff.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// The disk spool behind the queue.
+    #[serde(default)]
+    pub spool: SpoolConfig,
 }
 
 /// Keys of a sink section the engine owns.
-pub const SINK_COMMON_KEYS: [&str; 4] = ["type", "queue", "batch", "retry"];
+pub const SINK_COMMON_KEYS: [&str; 5] = ["type", "queue", "batch", "retry", "spool"];
 
 /// A sink: the engine's part and the plugin's own section.
 #[derive(Debug, Clone)]
@@ -837,6 +850,7 @@ fn sink_config(
     if common.batch.max_events == 0 {
         errors.push(format!("{key}.batch.max_events: must be at least 1"));
     }
+    errors.extend(common.spool.check(&format!("{key}.spool")));
     if common.retry.initial_backoff.is_zero()
         || common.retry.max_backoff < common.retry.initial_backoff
     {
@@ -882,6 +896,19 @@ fn check_semantics(cfg: &Config, declared_sinks: &[String], errors: &mut Vec<Str
             cfg.sinks.len(),
             crate::route::MAX_SINKS
         ));
+    }
+    let mut spool_dirs: BTreeMap<std::path::PathBuf, &str> = BTreeMap::new();
+    for (name, s) in &cfg.sinks {
+        if s.common.spool.mode == SpoolMode::Off {
+            continue;
+        }
+        let dir = s.common.spool.dir_for(&cfg.node.data_dir, name);
+        if let Some(other) = spool_dirs.insert(dir.clone(), name) {
+            errors.push(format!(
+                "sinks.{name}.spool.dir: {} is also the spool of sinks.{other}; give each sink its own directory",
+                dir.display()
+            ));
+        }
     }
     let mut binds: BTreeMap<(bool, SocketAddr), &str> = BTreeMap::new();
     for (name, l) in &cfg.listeners {
