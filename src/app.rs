@@ -90,9 +90,13 @@ pub async fn run(
             health: health.clone(),
         };
         let sink = factory
-            .build(&format!("sinks.{name}"), &sc.plugin, ctx)
+            .build(&format!("sinks.{name}"), &sc.plugin, ctx.clone())
             .map_err(|e| anyhow::anyhow!(e))
             .with_context(|| format!("building sink {name}"))?;
+        let rebuild: crate::pipeline::SinkBuilder = {
+            let (factory, path, plugin) = (*factory, format!("sinks.{name}"), sc.plugin.clone());
+            Box::new(move || factory.build(&path, &plugin, ctx.clone()))
+        };
         let mut queue = SinkQueue::new(
             sc.common.queue.capacity,
             sc.common.queue.when_full,
@@ -131,6 +135,7 @@ pub async fn run(
         tasks.push(SinkTask {
             name: name.clone(),
             sink,
+            rebuild,
             queue,
             common: sc.common.clone(),
             health,
@@ -208,6 +213,7 @@ pub async fn run(
                     decoder,
                     pipeline.clone(),
                     stop_flag.clone(),
+                    &registry,
                 )?);
             }
             ListenerConfig::Tls(t) => {
@@ -426,7 +432,8 @@ pub async fn run(
 /// there) or, without a spool, dropped and counted. Returns how many were
 /// lost.
 fn spill_or_discard(registry: &Registry, slot: &SinkSlot) -> u64 {
-    if slot.queue.spill_remaining(Vec::new()).is_some() {
+    if let Some(spilled) = slot.queue.spill_remaining(Vec::new()) {
+        tracing::info!(sink = %slot.name, spilled, "shutdown: what the sink's queue still held is in the spool; the next start delivers it");
         return 0;
     }
     let n = slot.queue.discard_remaining() as u64;

@@ -6,11 +6,13 @@
 use crate::config::SinkCommon;
 use crate::queue::SinkQueue;
 use crate::route::Router;
+use futures::FutureExt;
 use hepflow_sdk::metrics::{Counter, Histogram, Registry};
 use hepflow_sdk::ratelimit::LogLimiter;
-use hepflow_sdk::sink::{Health, Sink};
+use hepflow_sdk::sink::{Delivered, Health, Sink, SinkError};
 use hepflow_sdk::Event;
 use rand::Rng;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -159,12 +161,17 @@ pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration
     capped.mul_f64(factor)
 }
 
+/// Builds a fresh instance of a sink's plugin (after one panicked).
+pub type SinkBuilder = Box<dyn Fn() -> Result<Box<dyn Sink>, String> + Send + Sync>;
+
 /// Everything one sink task needs.
 pub struct SinkTask {
     /// Sink name.
     pub name: String,
     /// The plugin instance.
     pub sink: Box<dyn Sink>,
+    /// How to build it again when it panics.
+    pub rebuild: SinkBuilder,
     /// Its queue.
     pub queue: Arc<SinkQueue>,
     /// Engine settings.
@@ -180,6 +187,24 @@ pub struct SinkTask {
 
 fn past(deadline: &watch::Receiver<Option<Instant>>) -> bool {
     matches!(*deadline.borrow(), Some(d) if Instant::now() >= d)
+}
+
+/// Resolves once the shutdown deadline is set and has passed.
+async fn until_deadline(deadline: &mut watch::Receiver<Option<Instant>>) {
+    loop {
+        let current = *deadline.borrow_and_update();
+        match current {
+            Some(d) => {
+                tokio::time::sleep_until(d).await;
+                return;
+            }
+            None => {
+                if deadline.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
 }
 
 /// Sleep `d`, cut short when the shutdown deadline passes.
@@ -206,7 +231,7 @@ async fn sleep_or_deadline(d: Duration, deadline: &mut watch::Receiver<Option<In
 /// (delivered by the next start) and nothing is lost; without one, they
 /// are dropped and counted as `shutdown_undelivered`. Returns how many
 /// were lost.
-fn give_up_remaining(t: &SinkTask, in_flight: Vec<Event>, m: &EngineMetrics) -> u64 {
+fn give_up_remaining(t: &Drained, in_flight: Vec<Event>, m: &EngineMetrics) -> u64 {
     let in_flight_len = in_flight.len() as u64;
     match t.queue.spill_remaining(in_flight) {
         Some(spilled) => {
@@ -225,7 +250,132 @@ fn give_up_remaining(t: &SinkTask, in_flight: Vec<Event>, m: &EngineMetrics) -> 
 /// Drain one sink's queue into the sink until the queue is closed and
 /// empty (or the shutdown deadline passes). Returns how many messages it
 /// had to give up at shutdown.
-pub async fn run_sink(mut t: SinkTask) -> u64 {
+pub async fn run_sink(t: SinkTask) -> u64 {
+    let SinkTask {
+        name,
+        sink,
+        rebuild,
+        queue,
+        common,
+        health,
+        registry,
+        deadline,
+    } = t;
+    let host = SinkHost {
+        restarts: registry.counter(
+            "hepflow_task_restarts_total",
+            "Long-lived tasks and threads restarted after a panic",
+            &[("task", &format!("sink:{name}"))],
+        ),
+        sink,
+        rebuild,
+        name: name.clone(),
+        health: health.clone(),
+        started: false,
+    };
+    drain(
+        Drained {
+            name,
+            queue,
+            common,
+            health,
+            registry,
+            deadline,
+        },
+        host,
+    )
+    .await
+}
+
+/// What [`drain`] needs besides the plugin.
+struct Drained {
+    name: String,
+    queue: Arc<SinkQueue>,
+    common: SinkCommon,
+    health: Health,
+    registry: Registry,
+    deadline: watch::Receiver<Option<Instant>>,
+}
+
+/// A sink plugin behind a panic guard: a panic in any of its calls is
+/// caught, logged with the sink's name, counted
+/// (`hepflow_task_restarts_total{task="sink:NAME"}`), shown on `/ready`,
+/// and the plugin is built afresh and started again before its next
+/// write; the call returns a retryable error, so the engine retries the
+/// batch (nothing is lost: it is still in the engine's hands).
+struct SinkHost {
+    sink: Box<dyn Sink>,
+    rebuild: SinkBuilder,
+    name: String,
+    health: Health,
+    restarts: Counter,
+    started: bool,
+}
+
+impl SinkHost {
+    fn panicked(&mut self, call: &str, payload: Box<dyn std::any::Any + Send>) -> SinkError {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic".into());
+        self.restarts.inc();
+        tracing::error!(sink = %self.name, call, panic = %what, "sink plugin panicked; building it again (the batch is retried)");
+        self.health
+            .set_unready(format!("the sink panicked in {call}; restarting it"));
+        match (self.rebuild)() {
+            Ok(fresh) => self.sink = fresh,
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "rebuilding the sink after a panic failed; retrying with the old instance")
+            }
+        }
+        self.started = false;
+        SinkError::retryable("panic", format!("the sink panicked in {call}: {what}"))
+    }
+
+    async fn start(&mut self) -> Result<(), SinkError> {
+        match AssertUnwindSafe(self.sink.start()).catch_unwind().await {
+            Ok(r) => {
+                self.started = r.is_ok();
+                r
+            }
+            Err(p) => Err(self.panicked("start", p)),
+        }
+    }
+
+    async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError> {
+        if !self.started {
+            self.start().await?;
+            self.health.set_ready();
+        }
+        match AssertUnwindSafe(self.sink.write(batch))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(p) => Err(self.panicked("write", p)),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        if !self.started {
+            return Ok(());
+        }
+        match AssertUnwindSafe(self.sink.flush()).catch_unwind().await {
+            Ok(r) => r,
+            Err(p) => Err(self.panicked("flush", p)),
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        match AssertUnwindSafe(self.sink.close()).catch_unwind().await {
+            Ok(r) => r,
+            Err(p) => Err(self.panicked("close", p)),
+        }
+    }
+}
+
+async fn drain(mut t: Drained, mut sink: SinkHost) -> u64 {
     let m = EngineMetrics::new(&t.registry, &t.name);
     let mut log = LogLimiter::default();
     let (initial, max) = (t.common.retry.initial_backoff, t.common.retry.max_backoff);
@@ -233,7 +383,7 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
     // Start: retried until it works; messages queue up meanwhile.
     let mut attempt = 0;
     loop {
-        match t.sink.start().await {
+        match sink.start().await {
             Ok(()) => {
                 t.health.set_ready();
                 break;
@@ -264,7 +414,7 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
             _ = flush_tick.tick() => {
                 // Every tick, written or not: sinks that aggregate over
                 // time (InfluxDB) or buffer internally emit from here.
-                if let Err(e) = t.sink.flush().await {
+                if let Err(e) = sink.flush().await {
                     if let Some(n) = log.allow() {
                         tracing::warn!(sink = %t.name, error = %e, suppressed = n, "sink flush failed");
                     }
@@ -279,7 +429,16 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
         let mut in_flight_lost = false;
         loop {
             let started = std::time::Instant::now();
-            let result = t.sink.write(&batch).await;
+            // A write that hangs (a frozen backend) must not hold the
+            // shutdown past its deadline: the batch is then given up
+            // (spooled, with a spool) before the task is aborted.
+            let result = tokio::select! {
+                r = sink.write(&batch) => r,
+                _ = until_deadline(&mut t.deadline) => {
+                    in_flight_lost = true;
+                    break;
+                }
+            };
             m.latency.observe(started.elapsed());
             match result {
                 Ok(d) => {
@@ -337,7 +496,7 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
     if let Some(disk) = t.queue.disk() {
         disk.checkpoint();
     }
-    if let Err(e) = t.sink.close().await {
+    if let Err(e) = sink.close().await {
         tracing::warn!(sink = %t.name, error = %e, "sink close failed");
     }
     undelivered
@@ -346,6 +505,97 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::WhenFull;
+    use crate::queue::QueueMetrics;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Fault injection (test-only): panics in its first write ever (over
+    /// all its instances), then delivers.
+    struct PanicsOnce {
+        panicked: Arc<AtomicU64>,
+        delivered: Arc<AtomicU64>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for PanicsOnce {
+        async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError> {
+            if self.panicked.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("injected fault");
+            }
+            self.delivered
+                .fetch_add(batch.len() as u64, Ordering::SeqCst);
+            Ok(Delivered {
+                events: batch.len() as u64,
+                bytes: 0,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_sink_is_rebuilt_and_its_batch_retried() {
+        let registry = Registry::new();
+        let queue = Arc::new(SinkQueue::new(
+            100,
+            WhenFull::Block,
+            QueueMetrics::new(&registry, "p"),
+        ));
+        let msg = hepflow_sdk::HepMessage::new_v3(bytes::Bytes::from_static(b"x"));
+        let events: Vec<Event> = (0..10)
+            .map(|_| {
+                Event::received_over_udp(
+                    &msg,
+                    "127.0.0.1:1".parse().unwrap(),
+                    std::time::SystemTime::now(),
+                )
+                .unwrap()
+            })
+            .collect();
+        queue.push(events).await;
+        let (panicked, delivered) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let make = {
+            let (p, d) = (panicked.clone(), delivered.clone());
+            move || -> Box<dyn Sink> {
+                Box::new(PanicsOnce {
+                    panicked: p.clone(),
+                    delivered: d.clone(),
+                })
+            }
+        };
+        let first = make();
+        let (_tx, deadline) = watch::channel(None);
+        let mut common: SinkCommon =
+            serde_json::from_value(serde_json::json!({"type": "x"})).unwrap();
+        common.retry.initial_backoff = Duration::from_millis(1);
+        let task = tokio::spawn(run_sink(SinkTask {
+            name: "p".into(),
+            sink: first,
+            rebuild: Box::new(move || Ok(make())),
+            queue: queue.clone(),
+            common,
+            health: Health::default(),
+            registry: registry.clone(),
+            deadline,
+        }));
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while delivered.load(Ordering::SeqCst) < 10 && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        queue.close();
+        assert_eq!(task.await.unwrap(), 0);
+        assert_eq!(
+            delivered.load(Ordering::SeqCst),
+            10,
+            "the batch that panicked was retried"
+        );
+        assert_eq!(
+            registry.value("hepflow_task_restarts_total", &[("task", "sink:p")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            registry.value("hepflow_sink_sent_total", &[("sink", "p")]),
+            Some(10.0)
+        );
+    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {

@@ -8,7 +8,7 @@
 //! ([`ReceiveBatch`]). Each received batch is decoded and handed to the
 //! pipeline in one call.
 
-use super::Decoder;
+use super::{restarts_counter, supervised, Decoder};
 use crate::config::UdpListenerConfig;
 use crate::pipeline::Pipeline;
 use bytes::{Bytes, BytesMut};
@@ -81,6 +81,7 @@ pub fn spawn(
     decoder: Arc<Decoder>,
     pipeline: Arc<Pipeline>,
     stop: Arc<AtomicBool>,
+    registry: &hepflow_sdk::metrics::Registry,
 ) -> io::Result<Vec<std::thread::JoinHandle<()>>> {
     let mut handles = Vec::new();
     for (i, socket) in sockets.into_iter().enumerate() {
@@ -89,10 +90,16 @@ pub fn spawn(
         let stop = stop.clone();
         let batch = cfg.batch_size;
         let max = cfg.max_datagram_bytes;
+        let task = format!("udp:{name}:{i}");
+        let restarts = restarts_counter(registry, &task);
         handles.push(
             std::thread::Builder::new()
                 .name(format!("udp-{name}-{i}"))
-                .spawn(move || receive_loop(socket, batch, max, &decoder, &pipeline, &stop))?,
+                .spawn(move || {
+                    supervised(&task, &restarts, &stop, || {
+                        receive_loop(&socket, batch, max, &decoder, &pipeline, &stop)
+                    })
+                })?,
         );
     }
     Ok(handles)
@@ -166,7 +173,7 @@ impl Arena {
 
 #[cfg(target_os = "linux")]
 fn receive_loop(
-    socket: UdpSocket,
+    socket: &UdpSocket,
     batch: usize,
     max: usize,
     decoder: &Decoder,
@@ -277,7 +284,7 @@ fn receive_loop(
 
 #[cfg(not(target_os = "linux"))]
 fn receive_loop(
-    socket: UdpSocket,
+    socket: &UdpSocket,
     _batch: usize,
     max: usize,
     decoder: &Decoder,
@@ -332,7 +339,7 @@ mod tests {
             sender.send_to(&msg, to).unwrap();
         }
         let stop = AtomicBool::new(true);
-        receive_loop(socket, 32, 65535, &decoder, &pipeline, &stop);
+        receive_loop(&socket, 32, 65535, &decoder, &pipeline, &stop);
         assert_eq!(decoder.metrics.received.get(), n as u64);
         assert_eq!(queue.len(), n);
     }

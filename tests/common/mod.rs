@@ -3,11 +3,11 @@
 //! HTTP, read the documents its file sink wrote, stop it with SIGTERM.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Path of a fixture under tests/fixtures.
 pub fn fixture(rel: &str) -> PathBuf {
@@ -208,6 +208,7 @@ impl Hepflow {
             r#"
 [node]
 name = "test-node"
+data_dir = "{state}"
 [api]
 bind = "127.0.0.1:{api_port}"
 [shutdown]
@@ -226,7 +227,8 @@ type = "file"
 path = "{}"
 {extra}
 "#,
-            data.display()
+            data.display(),
+            state = dir.path().join("state").display()
         );
         if !extra.contains("[default_route]") {
             config.push_str("\n[default_route]\nsinks = [\"files\"]\n");
@@ -234,32 +236,93 @@ path = "{}"
         let cfg_path = dir.path().join("hepflow.toml");
         std::fs::write(&cfg_path, config).expect("write config");
         let log = dir.path().join("hepflow.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_hepflow"))
-            .arg("run")
-            .arg("-c")
-            .arg(&cfg_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn hepflow");
-        let h = Hepflow {
-            child: Some(child),
+        let mut h = Hepflow {
+            child: None,
             dir,
             api: ([127, 0, 0, 1], api_port).into(),
             udp: ([127, 0, 0, 1], port).into(),
             tcp: ([127, 0, 0, 1], port).into(),
             log,
         };
-        let up = wait_until(Duration::from_secs(20), || {
-            matches!(http_get(h.api, "/health"), Ok((200, _)))
-        });
-        assert!(up, "hepflow did not come up; log:\n{}", h.log_text());
+        h.spawn();
         h
+    }
+
+    /// Start the process on this instance's config and wait for `/health`;
+    /// its stderr is appended to the log.
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "hepflow is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_hepflow"))
+            .arg("run")
+            .arg("-c")
+            .arg(self.dir.path().join("hepflow.toml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hepflow");
+        self.child = Some(child);
+        let up = wait_until(Duration::from_secs(20), || {
+            matches!(http_get(self.api, "/health"), Ok((200, _)))
+        });
+        assert!(up, "hepflow did not come up; log:\n{}", self.log_text());
+    }
+
+    /// Start hepflow again after [`Self::stop`] or [`Self::kill9`]: the
+    /// same config, ports, data and state directories (its spools).
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    /// Kill the process with SIGKILL (no shutdown at all) and reap it.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// The running process's id (to signal it).
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
     }
 }
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod pki;
+
+/// A required test-service variable; fails (never skips) when absent.
+pub fn env(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: run `bash tests/run.sh`, or start the test services \
+             (`bash tests/services/services.sh start`) and source their env file \
+             (`set -a; . /tmp/hepflow-services/env; set +a`)"
+        )
+    })
+}
+
+/// A name no other test run uses.
+pub fn unique(prefix: &str) -> String {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{n}", std::process::id())
+}
+
+/// Sends `msgs` in chunks, `pause` between chunks.
+pub fn send_paced(to: SocketAddr, msgs: &[Vec<u8>], chunk: usize, pause: Duration) {
+    for c in msgs.chunks(chunk) {
+        send_udp(to, c);
+        std::thread::sleep(pause);
+    }
+}
 
 impl Hepflow {
     /// Wait until the series reaches `want` (or time out) and assert that
@@ -285,4 +348,83 @@ pub fn validate_config(toml: &str) -> (Option<i32>, String) {
     let text =
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     (out.status.code(), text)
+}
+
+/// `http://127.0.0.1:PORT` -> the socket address.
+pub fn addr_of(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|e| panic!("{url}: not http://IP:PORT ({e})"))
+}
+
+/// One HTTP exchange (`Connection: close`, body read by its
+/// Content-Length); returns status and body bytes.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Type: {ctype}\r\n"));
+    }
+    req.push_str("\r\n");
+    (&s).write_all(req.as_bytes())?;
+    (&s).write_all(body)?;
+    let mut r = BufReader::new(&s);
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut len: Option<usize> = None;
+    let mut chunked = false;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            break;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            let k = k.to_ascii_lowercase();
+            if k == "content-length" {
+                len = v.trim().parse().ok();
+            } else if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+                chunked = true;
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if chunked {
+        loop {
+            let mut sz = String::new();
+            r.read_line(&mut sz)?;
+            let n = usize::from_str_radix(sz.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            let mut chunk = vec![0u8; n + 2];
+            r.read_exact(&mut chunk)?;
+            out.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(n) = len {
+        out.resize(n, 0);
+        r.read_exact(&mut out)?;
+    } else {
+        r.read_to_end(&mut out)?;
+    }
+    Ok((status, out))
 }
