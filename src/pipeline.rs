@@ -7,11 +7,11 @@ use crate::config::SinkCommon;
 use crate::queue::SinkQueue;
 use crate::route::Router;
 use futures::FutureExt;
+use hepflow_sdk::delivery::backoff_delay;
 use hepflow_sdk::metrics::{Counter, Histogram, Registry};
 use hepflow_sdk::ratelimit::LogLimiter;
 use hepflow_sdk::sink::{Delivered, Health, Sink, SinkError};
 use hepflow_sdk::Event;
-use rand::Rng;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,15 +150,6 @@ pub fn undelivered_counter(r: &Registry, sink: &str) -> Counter {
         "Messages a sink's queue dropped, by reason",
         &[("sink", sink), ("reason", "shutdown_undelivered")],
     )
-}
-
-/// Capped exponential backoff with jitter (each delay 50-100 % of the
-/// exponential value).
-pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let exp = initial.saturating_mul(1u32 << attempt.min(20));
-    let capped = exp.min(max);
-    let factor = rand::rng().random_range(0.5..=1.0);
-    capped.mul_f64(factor)
 }
 
 /// Builds a fresh instance of a sink's plugin (after one panicked).
@@ -595,17 +586,5 @@ mod tests {
             registry.value("hepflow_sink_sent_total", &[("sink", "p")]),
             Some(10.0)
         );
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let i = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        for attempt in 0..40 {
-            let d = backoff_delay(attempt, i, max);
-            assert!(d <= max, "{d:?}");
-            let exp = i.saturating_mul(1 << attempt.min(20)).min(max);
-            assert!(d >= exp / 2, "attempt {attempt}: {d:?} < half of {exp:?}");
-        }
     }
 }

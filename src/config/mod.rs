@@ -25,6 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 pub mod spool;
+pub use hepflow_sdk::delivery::{RetryConfig, WhenFull};
 pub use spool::{SpoolConfig, SpoolMode};
 
 /// The embedded default configuration (HEP on UDP and TCP 9060, file sink
@@ -365,22 +366,6 @@ impl ListenerConfig {
     }
 }
 
-/// What a sink's queue does when it is full.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenFull {
-    /// Wait for room: backpressure into ingest (a UDP receive loop that
-    /// waits leaves datagrams to the kernel buffer, a TCP connection stops
-    /// being read). Lossless for this sink, but it slows every sink fed by
-    /// the same listener while it waits.
-    Block,
-    /// Drop the new messages and count them (`reason="queue_full"`).
-    DropNewest,
-    /// Drop the oldest messages to make room for the new ones and count
-    /// them (`reason="queue_full"`); with a spool, its oldest segment.
-    DropOldest,
-}
-
 /// `[sinks.NAME.queue]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -431,27 +416,6 @@ impl Default for BatchConfig {
             max_events: 1000,
             max_wait: Duration::ZERO,
             flush_interval: Duration::from_secs(1),
-        }
-    }
-}
-
-/// `[sinks.NAME.retry]`: backoff for retryable write failures.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetryConfig {
-    /// First delay.
-    #[serde(with = "humantime_serde")]
-    pub initial_backoff: Duration,
-    /// Cap of the exponential delay (each delay is jittered to 50-100 %).
-    #[serde(with = "humantime_serde")]
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        RetryConfig {
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(30),
         }
     }
 }
@@ -851,13 +815,7 @@ fn sink_config(
         errors.push(format!("{key}.batch.max_events: must be at least 1"));
     }
     errors.extend(common.spool.check(&format!("{key}.spool")));
-    if common.retry.initial_backoff.is_zero()
-        || common.retry.max_backoff < common.retry.initial_backoff
-    {
-        errors.push(format!(
-            "{key}.retry: initial_backoff must be above 0 and max_backoff at least initial_backoff"
-        ));
-    }
+    errors.extend(common.retry.check(&format!("{key}.retry")));
     (errors.len() == before).then_some(SinkConfig { common, plugin })
 }
 

@@ -15,7 +15,7 @@ use elasticsearch::cert::{Certificate as EsCertificate, CertificateValidation};
 use elasticsearch::http::headers::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::Elasticsearch;
-use rand::Rng;
+use hepflow_sdk::delivery::backoff_delay;
 use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -95,10 +95,7 @@ impl Nodes {
         let mut st = self.lock();
         let s = &mut st[i];
         s.failures = s.failures.saturating_add(1);
-        let exp = NODE_BACKOFF
-            .saturating_mul(1u32 << (s.failures - 1).min(10))
-            .min(NODE_BACKOFF_MAX);
-        let pause = exp.mul_f64(rand::rng().random_range(0.5..=1.0));
+        let pause = backoff_delay(s.failures - 1, NODE_BACKOFF, NODE_BACKOFF_MAX);
         s.dead_until = Some(Instant::now() + pause);
     }
 

@@ -22,10 +22,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
+use hepflow_sdk::delivery::backoff_delay;
 use hepflow_sdk::ratelimit::LogLimiter;
 use hepflow_sdk::sink::{Delivered, Sink, SinkContext, SinkError};
 use hepflow_sdk::Event;
-use rand::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -524,10 +524,7 @@ impl ElasticsearchSink {
 
     fn item_backoff(&self, attempt: u32) -> Duration {
         let base = self.cfg.item_backoff;
-        let exp = base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(base.saturating_mul(10));
-        exp.mul_f64(rand::rng().random_range(0.5..=1.0))
+        backoff_delay(attempt.saturating_sub(1), base, base.saturating_mul(10))
     }
 }
 

@@ -3,6 +3,7 @@
 //! of the keys.
 
 use crate::target::{Scheme, TargetUrl};
+use hepflow_sdk::delivery::WhenFull;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -222,16 +223,13 @@ pub enum HealthPolicy {
     All,
 }
 
-/// A target queue's policy when full (see [`HepSinkConfig::when_full`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TargetWhenFull {
-    /// Drop the new message for that target and count it.
-    #[default]
-    DropNewest,
-    /// Wait for room.
-    Block,
-}
+/// A target queue's policy when full (see [`HepSinkConfig::when_full`]):
+/// the SDK's [`WhenFull`], `block` or `drop_newest` (a target queue does
+/// not drop its oldest messages).
+pub type TargetWhenFull = WhenFull;
+
+/// The policies a target queue supports.
+pub const TARGET_WHEN_FULL: [WhenFull; 2] = [WhenFull::DropNewest, WhenFull::Block];
 
 /// TLS client settings of `tls://` targets (rustls).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -362,9 +360,16 @@ impl HepSinkConfig {
                 "{path}.targets: is empty: give at least one target such as \"udp://10.0.0.5:9060\", \"tcp://homer:9061\" or \"tls://homer:9062\""
             ));
         }
+        p.extend(
+            self.when_full
+                .check_supported(&format!("{path}.when_full"), &TARGET_WHEN_FULL),
+        );
         let mut seen = BTreeSet::new();
         for (i, t) in self.targets.iter().enumerate() {
             let key = format!("{path}.targets[{i}]");
+            if let Some(w) = t.when_full {
+                p.extend(w.check_supported(&format!("{key}.when_full"), &TARGET_WHEN_FULL));
+            }
             let url = match t.url.parse::<TargetUrl>() {
                 Ok(u) => u,
                 Err(e) => {

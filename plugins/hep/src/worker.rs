@@ -10,8 +10,8 @@ use crate::conn::{connect, Conn};
 use crate::queue::Msg;
 use crate::shared::Shared;
 use bytes::BytesMut;
+use hepflow_sdk::delivery::backoff_delay;
 use hepflow_sdk::ratelimit::LogLimiter;
-use rand::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +23,6 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(5);
 /// How often a task whose queue is drained at shutdown checks whether
 /// another target may still hand it messages.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
-
-/// Capped exponential backoff, each delay jittered to 50-100 %.
-pub fn backoff_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let exp = initial.saturating_mul(1u32 << attempt.min(20));
-    exp.min(max).mul_f64(rand::rng().random_range(0.5..=1.0))
-}
 
 /// Per-task state.
 struct Task {
@@ -221,22 +215,4 @@ pub async fn run_target(shared: Arc<Shared>, i: usize) {
     }
     .run()
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_is_capped_and_jittered() {
-        let (i, max) = (Duration::from_millis(100), Duration::from_secs(10));
-        for attempt in 0..64 {
-            let d = backoff_delay(attempt, i, max);
-            let exp = i.saturating_mul(1 << attempt.min(20)).min(max);
-            assert!(
-                d <= exp && d >= exp / 2,
-                "attempt {attempt}: {d:?} vs {exp:?}"
-            );
-        }
-    }
 }

@@ -3,6 +3,7 @@
 //! keys.
 
 use crate::schema::{MEASUREMENTS, OPTIONAL_TAGS};
+use hepflow_sdk::delivery::WhenFull;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,16 +116,14 @@ impl OptionalTag {
     }
 }
 
-/// What to do when the pending-points buffer is full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WhenPendingFull {
-    /// Drop the oldest points (dashboards keep showing the present; the
-    /// default).
-    #[default]
-    DropOldest,
-    /// Drop the newest points (keep the start of an outage).
-    DropNewest,
+/// What to do when the pending-points buffer is full: the SDK's
+/// [`WhenFull`], `drop_oldest` (dashboards keep showing the present; the
+/// default) or `drop_newest` (keep the start of an outage). `block` is
+/// refused: aggregation must not stall the sink.
+pub type WhenPendingFull = WhenFull;
+
+fn default_when_pending_full() -> WhenFull {
+    WhenFull::DropOldest
 }
 
 /// Configuration of a `type = "influxdb"` sink: HEP, SIP and RTCP
@@ -282,7 +281,7 @@ pub struct InfluxSinkConfig {
     pub max_pending_points: usize,
 
     /// `"drop_oldest"` (default) or `"drop_newest"`.
-    #[serde(default)]
+    #[serde(default = "default_when_pending_full")]
     pub when_pending_full: WhenPendingFull,
 
     /// First delay after a failed write (connection error, 408, 429, 5xx,
@@ -364,6 +363,10 @@ impl InfluxSinkConfig {
     /// full path under `path` (`sinks.NAME`) and what to do.
     pub fn check(&self, path: &str) -> Vec<String> {
         let mut errors = Vec::new();
+        errors.extend(self.when_pending_full.check_supported(
+            &format!("{path}.when_pending_full"),
+            &[WhenFull::DropOldest, WhenFull::DropNewest],
+        ));
         let mut err = |key: &str, msg: String| errors.push(format!("{path}.{key}: {msg}"));
 
         match self.api {

@@ -19,10 +19,10 @@
 
 use crate::config::WhenPendingFull;
 use crate::writer::{Outcome, Writer};
+use hepflow_sdk::delivery::backoff_delay;
 use hepflow_sdk::metrics::{Counter, Gauge, Registry};
 use hepflow_sdk::ratelimit::LogLimiter;
 use hepflow_sdk::sink::Health;
-use rand::Rng;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -163,7 +163,8 @@ impl Pending {
                         b.lines.pop_front();
                         b.lines.push_back(l);
                     }
-                    WhenPendingFull::DropNewest => {}
+                    // `block` is refused by the config check; it drops like drop_newest.
+                    WhenPendingFull::DropNewest | WhenPendingFull::Block => {}
                 }
                 dropped += 1;
             } else {
@@ -205,7 +206,8 @@ impl Pending {
                 WhenPendingFull::DropOldest => {
                     chunk.drain(..excess);
                 }
-                WhenPendingFull::DropNewest => {
+                // `block` is refused by the config check; it drops like drop_newest.
+                WhenPendingFull::DropNewest | WhenPendingFull::Block => {
                     let keep = b.lines.len().saturating_sub(excess);
                     let cut = b.lines.len() - keep;
                     b.lines.truncate(keep);
@@ -260,12 +262,6 @@ pub struct SenderSettings {
     pub health_interval: Duration,
 }
 
-/// Capped exponential backoff, each delay jittered to 50-100 %.
-pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let exp = initial.saturating_mul(1u32 << attempt.min(20)).min(max);
-    exp.mul_f64(rand::rng().random_range(0.5..=1.0))
-}
-
 /// Backoff state of the sender.
 struct Retry {
     attempt: u32,
@@ -286,7 +282,7 @@ impl Retry {
         retry_after: Option<Duration>,
     ) {
         m.req_retry.inc();
-        let mut d = backoff(self.attempt, s.backoff_initial, s.backoff_max);
+        let mut d = backoff_delay(self.attempt, s.backoff_initial, s.backoff_max);
         if let Some(ra) = retry_after {
             d = d.max(ra.min(s.backoff_max));
         }
@@ -496,16 +492,5 @@ mod tests {
             ),
             Some(4.0)
         );
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let i = Duration::from_millis(100);
-        let max = Duration::from_secs(2);
-        for a in 0..30 {
-            let d = backoff(a, i, max);
-            let exp = i.saturating_mul(1 << a.min(20)).min(max);
-            assert!(d <= exp && d >= exp / 2, "{a}: {d:?}");
-        }
     }
 }

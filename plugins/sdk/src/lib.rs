@@ -7,11 +7,14 @@
 //! - [`document`]: the JSON event document written by the file sink and
 //!   indexed by the Elasticsearch sink.
 //! - [`sink`]: the [`Sink`] trait every sink plugin implements.
+//! - [`delivery`]: the one backoff, when-full policy and retry section
+//!   every queue and retry loop uses.
 //! - [`metrics`]: the counter registry behind `/metrics` and `/api/v1/stats`.
 //! - [`ratelimit`]: rate-limited logging of repeated failures.
 //! - [`spool`]: the disk log behind a sink's queue (overflow and
 //!   write-ahead), with its checksummed record format.
 
+pub mod delivery;
 pub mod document;
 pub mod event;
 pub mod hep;
