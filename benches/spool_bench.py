@@ -35,22 +35,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402
 
 MODES = ["off", "overflow", "always"]
+SPOOL_EXTRA = ""
 
 
 def spool_toml(section, mode):
     if mode == "off":
         return ""
     return (f'[sinks.{section}.spool]\nmode = "{mode}"\ndir = "@DIR@/spool-{section}"\n'
-            'max_bytes = "16GiB"\n')
+            'max_bytes = "16GiB"\n' + SPOOL_EXTRA)
 
 
-def throughput(rates_file, rates_kafka, seconds, rounds):
+def throughput(rates_file, rates_kafka, seconds, rounds, only):
     rows = []
     sinks = [("file", '[sinks.file]\ntype = "file"\npath = "@DIR@/data"\n', rates_file)]
-    if os.environ.get("HEPFLOW_TEST_TANSU"):
+    if os.environ.get("HEPFLOW_TEST_TANSU") and "kafka" in only:
         sinks.append(("kafka", f'[sinks.kafka]\ntype = "kafka"\nbrokers = ["{os.environ["HEPFLOW_TEST_TANSU"]}"]\n'
                                f'topic = "spool-bench"\n', rates_kafka))
     for name, toml, rates in sinks:
+        if name not in only:
+            continue
         best = {m: [] for m in MODES}
         for r in range(rounds):
             # Alternate the order each round so drift hits every mode alike.
@@ -65,7 +68,8 @@ def throughput(rates_file, rates_kafka, seconds, rounds):
                 best[mode].append(b["send_rate"] if b else 0.0)
         med = {m: sorted(v)[len(v) // 2] for m, v in best.items()}
         for m in MODES:
-            rows.append((name, m, med[m], med[m] / med["off"] if med["off"] else 0.0, best[m]))
+            base = med.get("off", 0.0)
+            rows.append((name, m, med[m], med[m] / base if base else 0.0, best[m]))
     print("\n| sink | spool | best loss-free rate (msg/s, median) | ratio to off | each round |")
     print("|---|---|---|---|---|")
     for name, m, rate, ratio, each in rows:
@@ -140,15 +144,21 @@ def main():
     ap.add_argument("--rates-kafka", default="10000,20000,30000,40000,50000,60000")
     ap.add_argument("--rate", type=int, default=20000, help="outage: ingest rate")
     ap.add_argument("--outage", type=int, default=60, help="outage: seconds frozen")
+    ap.add_argument("--sinks", default="file,kafka", help="throughput: which sinks")
+    ap.add_argument("--modes", default="off,overflow,always", help="throughput: which spool modes")
+    ap.add_argument("--spool-extra", default="", help="TOML lines added to every spool section")
     ap.add_argument("--no-build", action="store_true")
     args = ap.parse_args()
+    global SPOOL_EXTRA, MODES
+    SPOOL_EXTRA = args.spool_extra.replace("\\n", "\n") + ("\n" if args.spool_extra else "")
+    MODES = args.modes.split(",")
     if not args.no_build:
         subprocess.run(["cargo", "build", "--release", "--bin", "hepflow", "--bin", "hepflow-load"],
                        cwd=load.ROOT, check=True)
     print(f"machine: {load.platform.node()} {os.cpu_count()} cores; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     if args.part in ("all", "throughput"):
         throughput([int(x) for x in args.rates_file.split(",")], [int(x) for x in args.rates_kafka.split(",")],
-                   args.seconds, args.rounds)
+                   args.seconds, args.rounds, args.sinks.split(","))
     if args.part in ("all", "outage"):
         outage(args.rate, args.outage, 10, 10)
 

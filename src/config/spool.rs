@@ -53,7 +53,7 @@ impl Default for SpoolConfig {
             dir: None,
             max_bytes: 1 << 30,
             segment_bytes: 64 << 20,
-            fsync_interval: Duration::from_millis(500),
+            fsync_interval: Duration::from_millis(100),
         }
     }
 }
@@ -90,7 +90,7 @@ impl SpoolConfig {
         }
         if self.fsync_interval.is_zero() || self.fsync_interval > Duration::from_secs(60) {
             problems.push(format!(
-                "{path}.fsync_interval: must be between 1ms and 60s (default 500ms)"
+                "{path}.fsync_interval: must be between 1ms and 60s (default 100ms)"
             ));
         }
         problems

@@ -309,3 +309,65 @@ proptest! {
         }
     }
 }
+
+/// A small tmpfs, mounted for one test and unmounted when dropped. Needs
+/// root (CI and the development machines run as root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a {size} tmpfs failed (this test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_appends_cleanly_and_what_was_written_stays_readable() {
+    let fs = Tmpfs::mount("3m");
+    let (mut s, _) = Spool::open(opts(fs.0.path(), 1 << 20, 1 << 30)).unwrap();
+    let mut appended = 0u64;
+    let err = loop {
+        let (n, err) = s.append(100, 1, |i, buf| {
+            buf.extend_from_slice(&payload(appended + i as u64, 1000))
+        });
+        appended += n as u64;
+        if let Some(e) = err {
+            break e;
+        }
+        assert!(appended < 10_000, "a 3 MiB disk never filled");
+    };
+    assert_eq!(err.reason(), "disk_full", "{err}");
+    assert!(appended > 1000, "{appended}");
+    assert_eq!(s.records(), appended);
+    // Everything appended before the error reads back whole, in order.
+    let got = drain(&mut s, 128);
+    assert_eq!(got, (0..appended).collect::<Vec<_>>());
+    // Delivered segments were deleted: there is room again.
+    let (n, err) = s.append(50, 1, |i, buf| {
+        buf.extend_from_slice(&payload(i as u64, 1000))
+    });
+    assert_eq!((n, err.map(|e| e.reason())), (50, None));
+    drop(s);
+    // And a reopen finds a consistent spool (the cut segment sealed).
+    let (mut s, report) = Spool::open(opts(fs.0.path(), 1 << 20, 1 << 30)).unwrap();
+    assert_eq!(report.records, 50);
+    assert_eq!(drain(&mut s, 64), (0..50).collect::<Vec<_>>());
+}

@@ -211,6 +211,9 @@ pub struct Spool {
     cursor: Option<SegmentPosition>,
     /// The file the reader has open.
     reader: Option<(u64, File)>,
+    /// Bytes the last read fetched past its last record: segment, offset,
+    /// bytes (the next read starts from them instead of the file).
+    ahead: Option<(u64, u64, bytes::Bytes)>,
     next_seq: u64,
     /// Sum of segments' `file_len`.
     bytes: u64,
@@ -265,6 +268,7 @@ impl Spool {
             acked: BTreeMap::new(),
             cursor: None,
             reader: None,
+            ahead: None,
             next_seq: 0,
             bytes: 0,
             unacked: 0,
@@ -411,7 +415,7 @@ impl Spool {
 /// Bytes of a trailer.
 const TRAILER_LEN: u64 = RECORD_HEADER_LEN as u64;
 /// Bytes a read takes from a segment at least.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 1 << 20;
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -67,17 +67,29 @@ impl Spool {
             }
             let file = &self.reader.as_ref().expect("just opened").1;
             let avail = seg_len - cur.offset;
-            let mut want = avail.min((max_bytes.saturating_sub(bytes_read)).max(READ_CHUNK) as u64);
-            let chunk = loop {
-                let mut chunk = vec![0u8; want as usize];
-                file.read_exact_at(&mut chunk, cur.offset)?;
-                match format::parse(&chunk) {
-                    Parsed::Incomplete { need: Some(need) }
-                        if (need as u64) <= avail && need as u64 > want =>
-                    {
-                        want = need as u64;
+            // What the last read fetched beyond the records it returned
+            // (segments are append-only: bytes once read stay valid).
+            let cached = match self.ahead.take() {
+                Some((id, offset, bytes)) if id == cur.id && offset == cur.offset => {
+                    matches!(format::parse(&bytes), Parsed::Record { .. }).then_some(bytes)
+                }
+                _ => None,
+            };
+            let mut want = avail.min(READ_CHUNK as u64);
+            let chunk = if let Some(bytes) = cached {
+                bytes
+            } else {
+                loop {
+                    let mut chunk = vec![0u8; want as usize];
+                    file.read_exact_at(&mut chunk, cur.offset)?;
+                    match format::parse(&chunk) {
+                        Parsed::Incomplete { need: Some(need) }
+                            if (need as u64) <= avail && need as u64 > want =>
+                        {
+                            want = need as u64;
+                        }
+                        _ => break bytes::Bytes::from(chunk),
                     }
-                    _ => break bytes::Bytes::from(chunk),
                 }
             };
             let mut at = 0usize;
@@ -110,6 +122,9 @@ impl Spool {
                         break;
                     }
                 }
+            }
+            if !corrupt && at < chunk.len() {
+                self.ahead = Some((cur.id, cur.offset + at as u64, chunk.slice(at..)));
             }
             cur.offset += at as u64;
             cur.acked += n;
@@ -184,6 +199,7 @@ impl Spool {
     }
 
     fn remove_segment(&mut self, id: u64) -> io::Result<()> {
+        self.ahead = None;
         if let Some(seg) = self.segments.remove(&id) {
             self.bytes -= seg.file_len;
         }

@@ -48,17 +48,22 @@ impl Spool {
             }
             if !fits_active {
                 let record = buf.split_off(start);
-                let result = self
-                    .write_active(&buf, pending)
-                    .and_then(|()| self.roll().map_err(AppendError::Io));
-                if let Err(e) = result {
+                // What is buffered goes to the segment it fits in; only
+                // then a new segment. A failure of either stops here, with
+                // what was written counted as written.
+                let flushed = self.write_active(&buf, pending);
+                buf.clear();
+                if let Err(e) = flushed {
                     stop = Some(e);
-                    buf.clear();
                     pending = 0;
                     break;
                 }
                 written += pending as usize;
                 pending = 0;
+                if let Err(e) = self.roll() {
+                    stop = Some(AppendError::Io(e));
+                    break;
+                }
                 buf = record;
             }
             let start = buf.len() - size as usize;
@@ -236,6 +241,9 @@ impl Spool {
             };
         };
         let id = lowest - 1;
+        // The id may be one a deleted segment had: nothing read of that
+        // one may be served for this.
+        self.ahead = None;
         let mut buf = format::segment_header(id).to_vec();
         let mut records = 0u64;
         let mut stop = None;
