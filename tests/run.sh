@@ -34,4 +34,16 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 rm -f "$log"
+
+# A short run of every fuzz target (cargo-fuzz with the stable compiler's
+# RUSTC_BOOTSTRAP, AddressSanitizer): a crash fails the run. Long runs are
+# recorded in fuzz/README.md.
+echo "== fuzz smoke"
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked --version 0.13.2
+fi
+for target in decode spool_read; do
+    (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time=20 -print_final_stats=1 2>&1 |
+        grep -E "^(Done|stat::number_of_executed_units)|ERROR|panicked") || status=1
+done
 exit "$status"
