@@ -42,7 +42,7 @@ echo "== fuzz smoke"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked --version 0.13.2
 fi
-for target in decode spool_read; do
+for target in decode spool_read tcp_frame sip_parse; do
     (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time=20 -print_final_stats=1 2>&1 |
         grep -E "^(Done|stat::number_of_executed_units)|ERROR|panicked") || status=1
 done

@@ -371,3 +371,21 @@ fn a_full_disk_refuses_appends_cleanly_and_what_was_written_stays_readable() {
     assert_eq!(report.records, 50);
     assert_eq!(drain(&mut s, 64), (0..50).collect::<Vec<_>>());
 }
+
+#[test]
+fn the_spool_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("spool");
+    let (mut s, _) = Spool::open(opts(&sub, 64 * 1024, 1 << 20)).unwrap();
+    append_range(&mut s, 0, 3, 10);
+    let b = s.read(1, 1 << 20).unwrap();
+    s.ack(&b.token).unwrap();
+    s.persist_positions().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&sub), 0o700);
+    for e in std::fs::read_dir(&sub).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}

@@ -33,6 +33,8 @@
 //!   applies its when-full policy. A write error (disk full) cuts the
 //!   segment back to its last whole record, seals it and is reported
 //!   ([`AppendError::Io`]): never a half record that a reader trusts.
+//! - **Private**: records hold messages as received, HEP auth keys
+//!   included, so the directory is made 0700 and every file 0600.
 //! - **One process per directory**: `lock` is held with an exclusive file
 //!   lock for the spool's life; a second hepflow on the same directory is
 //!   refused at start.
@@ -51,7 +53,7 @@ use format::{Parsed, SegmentPosition, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Where and how big a spool is.
@@ -259,6 +261,11 @@ impl Spool {
             });
         }
         fs::create_dir_all(&opts.dir).map_err(io_err("creating the directory".into()))?;
+        // Records hold messages as received, HEP auth keys included: the
+        // directory is the owner's alone (files are created 0600 too).
+        fs::set_permissions(&opts.dir, fs::Permissions::from_mode(0o700)).map_err(io_err(
+            "restricting the directory to its owner (0700)".into(),
+        ))?;
         let lock = take_lock(&opts.dir, &dir_s)?;
         let mut spool = Spool {
             opts,
@@ -428,6 +435,7 @@ fn take_lock(dir: &Path, dir_s: &str) -> Result<File, OpenError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(&path)
         .map_err(|source| OpenError::Io {
             dir: dir_s.into(),

@@ -6,7 +6,7 @@ use super::format::{self, Parsed, SegmentPosition, RECORD_HEADER_LEN, SEGMENT_HE
 use super::{segment_name, sync_dir, AckToken, ReadBatch, Spool, SpooledRecord, READ_CHUNK};
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 impl Spool {
     /// Where unread records start: the lowest segment with records not
@@ -255,7 +255,12 @@ impl Spool {
         let bytes = format::encode_positions(&positions);
         let tmp = self.path("position.tmp");
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&bytes)?;
             f.sync_data()?;
         }

@@ -5,7 +5,7 @@ use super::format::{self, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::{segment_name, sync_dir, AppendError, Segment, Spool, FIRST_SEGMENT_ID, TRAILER_LEN};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
 impl Spool {
     /// Append `n` records stamped `ts_ms`; `encode(i, buf)` appends the
@@ -150,6 +150,7 @@ impl Spool {
             .read(true)
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)?;
         if let Err(e) = file
             .write_all_at(&format::segment_header(id), 0)
@@ -271,6 +272,7 @@ impl Spool {
         let written = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&path)
             .and_then(|mut f| {
                 f.write_all(&buf)?;
