@@ -7,7 +7,7 @@
 use crate::api::{self, ApiState};
 use crate::config::{Config, ListenerConfig, SpoolMode};
 use crate::ingest::{self, Decoder, ListenerMetrics};
-use crate::pipeline::{run_sink, undelivered_counter, Pipeline, SinkSlot, SinkTask};
+use crate::pipeline::{run_sink, undelivered_counter, Pipeline, SinkHost, SinkSlot, SinkTask};
 use crate::queue::disk::DiskTier;
 use crate::queue::{QueueMetrics, SinkQueue};
 use crate::route::Router;
@@ -134,8 +134,7 @@ pub async fn run(
         });
         tasks.push(SinkTask {
             name: name.clone(),
-            sink,
-            rebuild,
+            sink: SinkHost::new(name, sink, rebuild, health.clone(), &registry),
             queue,
             common: sc.common.clone(),
             health,

@@ -17,3 +17,4 @@ pub mod queue;
 pub mod replay;
 pub mod route;
 pub mod sinks;
+pub mod supervise;

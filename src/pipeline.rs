@@ -6,6 +6,7 @@
 use crate::config::SinkCommon;
 use crate::queue::SinkQueue;
 use crate::route::Router;
+use crate::supervise::{panic_message, restarts_counter};
 use futures::FutureExt;
 use hepflow_sdk::delivery::backoff_delay;
 use hepflow_sdk::metrics::{Counter, Histogram, Registry};
@@ -159,10 +160,8 @@ pub type SinkBuilder = Box<dyn Fn() -> Result<Box<dyn Sink>, String> + Send + Sy
 pub struct SinkTask {
     /// Sink name.
     pub name: String,
-    /// The plugin instance.
-    pub sink: Box<dyn Sink>,
-    /// How to build it again when it panics.
-    pub rebuild: SinkBuilder,
+    /// The plugin instance, behind its panic guard.
+    pub sink: SinkHost,
     /// Its queue.
     pub queue: Arc<SinkQueue>,
     /// Engine settings.
@@ -222,7 +221,7 @@ async fn sleep_or_deadline(d: Duration, deadline: &mut watch::Receiver<Option<In
 /// (delivered by the next start) and nothing is lost; without one, they
 /// are dropped and counted as `shutdown_undelivered`. Returns how many
 /// were lost.
-fn give_up_remaining(t: &Drained, in_flight: Vec<Event>, m: &EngineMetrics) -> u64 {
+fn give_up_remaining(t: &SinkTask, in_flight: Vec<Event>, m: &EngineMetrics) -> u64 {
     let in_flight_len = in_flight.len() as u64;
     match t.queue.spill_remaining(in_flight) {
         Some(spilled) => {
@@ -241,132 +240,7 @@ fn give_up_remaining(t: &Drained, in_flight: Vec<Event>, m: &EngineMetrics) -> u
 /// Drain one sink's queue into the sink until the queue is closed and
 /// empty (or the shutdown deadline passes). Returns how many messages it
 /// had to give up at shutdown.
-pub async fn run_sink(t: SinkTask) -> u64 {
-    let SinkTask {
-        name,
-        sink,
-        rebuild,
-        queue,
-        common,
-        health,
-        registry,
-        deadline,
-    } = t;
-    let host = SinkHost {
-        restarts: registry.counter(
-            "hepflow_task_restarts_total",
-            "Long-lived tasks and threads restarted after a panic",
-            &[("task", &format!("sink:{name}"))],
-        ),
-        sink,
-        rebuild,
-        name: name.clone(),
-        health: health.clone(),
-        started: false,
-    };
-    drain(
-        Drained {
-            name,
-            queue,
-            common,
-            health,
-            registry,
-            deadline,
-        },
-        host,
-    )
-    .await
-}
-
-/// What [`drain`] needs besides the plugin.
-struct Drained {
-    name: String,
-    queue: Arc<SinkQueue>,
-    common: SinkCommon,
-    health: Health,
-    registry: Registry,
-    deadline: watch::Receiver<Option<Instant>>,
-}
-
-/// A sink plugin behind a panic guard: a panic in any of its calls is
-/// caught, logged with the sink's name, counted
-/// (`hepflow_task_restarts_total{task="sink:NAME"}`), shown on `/ready`,
-/// and the plugin is built afresh and started again before its next
-/// write; the call returns a retryable error, so the engine retries the
-/// batch (nothing is lost: it is still in the engine's hands).
-struct SinkHost {
-    sink: Box<dyn Sink>,
-    rebuild: SinkBuilder,
-    name: String,
-    health: Health,
-    restarts: Counter,
-    started: bool,
-}
-
-impl SinkHost {
-    fn panicked(&mut self, call: &str, payload: Box<dyn std::any::Any + Send>) -> SinkError {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a non-string panic".into());
-        self.restarts.inc();
-        tracing::error!(sink = %self.name, call, panic = %what, "sink plugin panicked; building it again (the batch is retried)");
-        self.health
-            .set_unready(format!("the sink panicked in {call}; restarting it"));
-        match (self.rebuild)() {
-            Ok(fresh) => self.sink = fresh,
-            Err(e) => {
-                tracing::error!(sink = %self.name, error = %e, "rebuilding the sink after a panic failed; retrying with the old instance")
-            }
-        }
-        self.started = false;
-        SinkError::retryable("panic", format!("the sink panicked in {call}: {what}"))
-    }
-
-    async fn start(&mut self) -> Result<(), SinkError> {
-        match AssertUnwindSafe(self.sink.start()).catch_unwind().await {
-            Ok(r) => {
-                self.started = r.is_ok();
-                r
-            }
-            Err(p) => Err(self.panicked("start", p)),
-        }
-    }
-
-    async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError> {
-        if !self.started {
-            self.start().await?;
-            self.health.set_ready();
-        }
-        match AssertUnwindSafe(self.sink.write(batch))
-            .catch_unwind()
-            .await
-        {
-            Ok(r) => r,
-            Err(p) => Err(self.panicked("write", p)),
-        }
-    }
-
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        if !self.started {
-            return Ok(());
-        }
-        match AssertUnwindSafe(self.sink.flush()).catch_unwind().await {
-            Ok(r) => r,
-            Err(p) => Err(self.panicked("flush", p)),
-        }
-    }
-
-    async fn close(&mut self) -> Result<(), SinkError> {
-        match AssertUnwindSafe(self.sink.close()).catch_unwind().await {
-            Ok(r) => r,
-            Err(p) => Err(self.panicked("close", p)),
-        }
-    }
-}
-
-async fn drain(mut t: Drained, mut sink: SinkHost) -> u64 {
+pub async fn run_sink(mut t: SinkTask) -> u64 {
     let m = EngineMetrics::new(&t.registry, &t.name);
     let mut log = LogLimiter::default();
     let (initial, max) = (t.common.retry.initial_backoff, t.common.retry.max_backoff);
@@ -374,7 +248,7 @@ async fn drain(mut t: Drained, mut sink: SinkHost) -> u64 {
     // Start: retried until it works; messages queue up meanwhile.
     let mut attempt = 0;
     loop {
-        match sink.start().await {
+        match t.sink.start().await {
             Ok(()) => {
                 t.health.set_ready();
                 break;
@@ -405,7 +279,7 @@ async fn drain(mut t: Drained, mut sink: SinkHost) -> u64 {
             _ = flush_tick.tick() => {
                 // Every tick, written or not: sinks that aggregate over
                 // time (InfluxDB) or buffer internally emit from here.
-                if let Err(e) = sink.flush().await {
+                if let Err(e) = t.sink.flush().await {
                     if let Some(n) = log.allow() {
                         tracing::warn!(sink = %t.name, error = %e, suppressed = n, "sink flush failed");
                     }
@@ -424,7 +298,7 @@ async fn drain(mut t: Drained, mut sink: SinkHost) -> u64 {
             // shutdown past its deadline: the batch is then given up
             // (spooled, with a spool) before the task is aborted.
             let result = tokio::select! {
-                r = sink.write(&batch) => r,
+                r = t.sink.write(&batch) => r,
                 _ = until_deadline(&mut t.deadline) => {
                     in_flight_lost = true;
                     break;
@@ -487,10 +361,102 @@ async fn drain(mut t: Drained, mut sink: SinkHost) -> u64 {
     if let Some(disk) = t.queue.disk() {
         disk.checkpoint();
     }
-    if let Err(e) = sink.close().await {
+    if let Err(e) = t.sink.close().await {
         tracing::warn!(sink = %t.name, error = %e, "sink close failed");
     }
     undelivered
+}
+
+/// A sink plugin behind a panic guard: a panic in any of its calls is
+/// caught, logged with the sink's name, counted
+/// (`hepflow_task_restarts_total{task="sink:NAME"}`), shown on `/ready`,
+/// and the plugin is built afresh and started again before its next
+/// write; the call returns a retryable error, so the engine retries the
+/// batch (nothing is lost: it is still in the engine's hands).
+pub struct SinkHost {
+    sink: Box<dyn Sink>,
+    rebuild: SinkBuilder,
+    name: String,
+    health: Health,
+    restarts: Counter,
+    started: bool,
+}
+
+impl SinkHost {
+    /// Guard `sink` of sink `name`; `rebuild` makes a fresh instance.
+    pub fn new(
+        name: &str,
+        sink: Box<dyn Sink>,
+        rebuild: SinkBuilder,
+        health: Health,
+        registry: &Registry,
+    ) -> Self {
+        SinkHost {
+            sink,
+            rebuild,
+            name: name.to_string(),
+            health,
+            restarts: restarts_counter(registry, &format!("sink:{name}")),
+            started: false,
+        }
+    }
+
+    fn panicked(&mut self, call: &str, payload: Box<dyn std::any::Any + Send>) -> SinkError {
+        let what = panic_message(payload.as_ref());
+        self.restarts.inc();
+        tracing::error!(sink = %self.name, call, panic = %what, "sink plugin panicked; building it again (the batch is retried)");
+        self.health
+            .set_unready(format!("the sink panicked in {call}; restarting it"));
+        match (self.rebuild)() {
+            Ok(fresh) => self.sink = fresh,
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "rebuilding the sink after a panic failed; retrying with the old instance")
+            }
+        }
+        self.started = false;
+        SinkError::retryable("panic", format!("the sink panicked in {call}: {what}"))
+    }
+
+    async fn start(&mut self) -> Result<(), SinkError> {
+        match AssertUnwindSafe(self.sink.start()).catch_unwind().await {
+            Ok(r) => {
+                self.started = r.is_ok();
+                r
+            }
+            Err(p) => Err(self.panicked("start", p)),
+        }
+    }
+
+    async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError> {
+        if !self.started {
+            self.start().await?;
+            self.health.set_ready();
+        }
+        match AssertUnwindSafe(self.sink.write(batch))
+            .catch_unwind()
+            .await
+        {
+            Ok(r) => r,
+            Err(p) => Err(self.panicked("write", p)),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        if !self.started {
+            return Ok(());
+        }
+        match AssertUnwindSafe(self.sink.flush()).catch_unwind().await {
+            Ok(r) => r,
+            Err(p) => Err(self.panicked("flush", p)),
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        match AssertUnwindSafe(self.sink.close()).catch_unwind().await {
+            Ok(r) => r,
+            Err(p) => Err(self.panicked("close", p)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -559,8 +525,13 @@ mod tests {
         common.retry.initial_backoff = Duration::from_millis(1);
         let task = tokio::spawn(run_sink(SinkTask {
             name: "p".into(),
-            sink: first,
-            rebuild: Box::new(move || Ok(make())),
+            sink: SinkHost::new(
+                "p",
+                first,
+                Box::new(move || Ok(make())),
+                Health::default(),
+                &registry,
+            ),
             queue: queue.clone(),
             common,
             health: Health::default(),

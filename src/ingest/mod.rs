@@ -151,48 +151,6 @@ impl ListenerMetrics {
     }
 }
 
-/// `hepflow_task_restarts_total{task}`: restarts of a supervised task or
-/// thread after a panic.
-pub fn restarts_counter(registry: &Registry, task: &str) -> Counter {
-    registry.counter(
-        "hepflow_task_restarts_total",
-        "Long-lived tasks and threads restarted after a panic",
-        &[("task", task)],
-    )
-}
-
-/// Run `body` on this thread until it returns, restarting it (with a
-/// capped backoff) each time it panics, until `stop` is set: a panic is
-/// logged with `task`'s name and counted, and the thread keeps serving
-/// (a receive loop keeps its socket).
-pub fn supervised(
-    task: &str,
-    restarts: &Counter,
-    stop: &std::sync::atomic::AtomicBool,
-    mut body: impl FnMut(),
-) {
-    let mut backoff = std::time::Duration::from_millis(10);
-    loop {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut body)) {
-            Ok(()) => return,
-            Err(p) => {
-                restarts.inc();
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                tracing::error!(task, panic = %what, "task panicked; restarting it");
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
-    }
-}
-
 /// Decodes, authenticates and wraps received messages of one listener.
 pub struct Decoder {
     opts: DecodeOptions,
@@ -386,29 +344,5 @@ pub(crate) mod testing {
             }],
         );
         (decoder, pipeline, queue, registry)
-    }
-}
-
-#[cfg(test)]
-mod supervision_tests {
-    use super::*;
-
-    #[test]
-    fn a_panicking_body_is_restarted_and_counted_until_it_returns() {
-        let r = Registry::new();
-        let restarts = restarts_counter(&r, "udp:test:0");
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        let mut runs = 0;
-        supervised("udp:test:0", &restarts, &stop, || {
-            runs += 1;
-            if runs <= 2 {
-                panic!("injected fault {runs}");
-            }
-        });
-        assert_eq!(runs, 3);
-        assert_eq!(
-            r.value("hepflow_task_restarts_total", &[("task", "udp:test:0")]),
-            Some(2.0)
-        );
     }
 }

@@ -8,9 +8,10 @@
 //! ([`ReceiveBatch`]). Each received batch is decoded and handed to the
 //! pipeline in one call.
 
-use super::{restarts_counter, supervised, Decoder};
+use super::Decoder;
 use crate::config::UdpListenerConfig;
 use crate::pipeline::Pipeline;
+use crate::supervise::{restarts_counter, supervised};
 use bytes::{Bytes, BytesMut};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;

@@ -355,14 +355,13 @@ impl SinkQueue {
             .map(Event::batch_footprint)
             .max()
             .unwrap_or(0);
-        let mut dropped = 0;
+        let mut gone = Vec::new();
         while !q.items.is_empty()
             && (q.items.len() + need > self.capacity || q.bytes + need_bytes > self.max_bytes)
         {
-            let mut gone = Vec::with_capacity(1);
             take_front(q, 1, &mut gone);
-            dropped += gone.len();
         }
+        let dropped = gone.len();
         self.set_gauges(q);
         dropped
     }
