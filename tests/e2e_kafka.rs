@@ -212,14 +212,6 @@ fn corpus_lands_in_noida_byte_identical_keyed_by_call_id_with_headers() {
     corpus_lands_in_kafka(&env("HEPFLOW_TEST_NOIDA_KAFKA"));
 }
 
-/// The Call-IDs in a hepflow's file documents.
-fn doc_call_ids(h: &Hepflow) -> Vec<String> {
-    h.documents()
-        .iter()
-        .filter_map(|d| d["call_id"].as_str().map(str::to_owned))
-        .collect()
-}
-
 fn kafka_listener(brokers: &str, topic: &str, group: &str) -> String {
     format!(
         r#"
@@ -276,7 +268,7 @@ fn two_tiers(brokers: &str, lag_is_exact: bool) {
     };
     let b1_metrics = b1.metrics();
     assert!(b1.stop().success(), "B1 exit; log:\n{}", b1.log_text());
-    let b1_ids = doc_call_ids(&b1);
+    let b1_ids = call_ids_of(&b1);
     let b1_log = b1.log_text();
     let mut b2 = Hepflow::start("", &b_cfg);
     sender.join().unwrap();
@@ -292,12 +284,12 @@ fn two_tiers(brokers: &str, lag_is_exact: bool) {
     let ok = wait_until(Duration::from_secs(90), || {
         unique_ids = b1_ids
             .iter()
-            .chain(doc_call_ids(&b2).iter())
+            .chain(call_ids_of(&b2).iter())
             .cloned()
             .collect();
         unique_ids.len() >= n
     });
-    let b2_ids = doc_call_ids(&b2);
+    let b2_ids = call_ids_of(&b2);
     let total_docs = b1_ids.len() + b2_ids.len();
     let duplicates = total_docs - unique_ids.len();
     eprintln!(
@@ -453,13 +445,13 @@ fn back_tier_of_two_shares_partitions_in_one_group() {
     send_paced(a.udp, &msgs[100..], 50, Duration::from_millis(5));
     let mut unique_ids = std::collections::HashSet::new();
     let ok = wait_until(Duration::from_secs(60), || {
-        unique_ids = doc_call_ids(&b1)
+        unique_ids = call_ids_of(&b1)
             .into_iter()
-            .chain(doc_call_ids(&b2))
+            .chain(call_ids_of(&b2))
             .collect();
         unique_ids.len() >= n
     });
-    let (w1, w2) = (doc_call_ids(&b1).len(), doc_call_ids(&b2).len());
+    let (w1, w2) = (call_ids_of(&b1).len(), call_ids_of(&b2).len());
     eprintln!(
         "scale-out: {n} sent, B1 wrote {w1}, B2 wrote {w2}, duplicates {}",
         w1 + w2 - unique_ids.len()
@@ -523,7 +515,7 @@ fn kafka_listener_counts_and_skips_bad_records() {
     let mut m = String::new();
     let ok = wait_until(Duration::from_secs(60), || {
         m = b.metrics();
-        doc_call_ids(&b).len() >= 5
+        call_ids_of(&b).len() >= 5
             && metric(&m, &format!("hepflow_received_total{{{l}}}")) >= 9.0
             && decode_errors(&m) >= 3.0
             && metric(&m, oversize) >= 1.0
@@ -533,7 +525,7 @@ fn kafka_listener_counts_and_skips_bad_records() {
         "the good records were written and the bad ones counted; {m}\n{}",
         b.log_text()
     );
-    let mut ids = doc_call_ids(&b);
+    let mut ids = call_ids_of(&b);
     ids.sort();
     let want: Vec<String> = (0..5)
         .map(|i| format!("call-bad-{i}@hepflow.test"))
@@ -618,7 +610,7 @@ fn broker_down_at_start_and_restarted_mid_stream_loses_nothing() {
         0.0
     );
 
-    let mut broker = OwnTansu::start(port, dir.path().join("tansu1.log"));
+    let mut broker = own_tansu(port, &dir.path().join("tansu1.log"));
     let sent = h.wait_metric(r#"hepflow_sink_sent_total{sink="lake"}"#, 300.0);
     assert_eq!(
         sent,
@@ -647,7 +639,7 @@ fn broker_down_at_start_and_restarted_mid_stream_loses_nothing() {
     send_paced(h.udp, &p2, 50, Duration::from_millis(5));
     std::thread::sleep(Duration::from_secs(2));
     // Phase 3: a new broker on the same port; more messages.
-    let _broker2 = OwnTansu::start(port, dir.path().join("tansu2.log"));
+    let _broker2 = own_tansu(port, &dir.path().join("tansu2.log"));
     let p3 = phase(3, 0..300);
     send_paced(h.udp, &p3, 50, Duration::from_millis(5));
 

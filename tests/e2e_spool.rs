@@ -22,7 +22,7 @@ use common::kafka::*;
 use common::*;
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,69 +39,10 @@ fn outage() -> Duration {
     )
 }
 
-/// A server process this test owns: freeze, thaw, kill.
-struct Owned {
-    child: Option<Child>,
-    what: &'static str,
-}
-
-impl Owned {
-    fn spawn(what: &'static str, cmd: &mut Command, port: u16, log: &std::path::Path) -> Self {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let up = wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "{what} did not listen on {port}");
-        Owned {
-            child: Some(child),
-            what,
-        }
-    }
-
-    fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().expect("running").id() as i32;
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {}", self.what);
-    }
-
-    fn freeze(&self) {
-        self.signal(libc::SIGSTOP);
-    }
-
-    fn thaw(&self) {
-        self.signal(libc::SIGCONT);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        if let Some(c) = &self.child {
-            // A frozen process must be thawed to die cleanly.
-            let _ = unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
-        }
-        self.kill();
-    }
-}
-
-fn tansu(port: u16, log: &std::path::Path) -> Owned {
-    Owned::spawn("tansu", &mut tansu_command(port), port, log)
-}
-
-fn osmem(port: u16, log: &std::path::Path) -> Owned {
+fn osmem(port: u16, log: &std::path::Path) -> OwnedServer {
     let mut cmd = Command::new(env("HEPFLOW_TEST_OSMEM_BIN"));
     cmd.args(["-addr", &format!("127.0.0.1:{port}"), "-no-stdin-watch"]);
-    Owned::spawn("osmem", &mut cmd, port, log)
+    OwnedServer::spawn("osmem", &mut cmd, port, log)
 }
 
 /// `_count` of `pattern` on the search server at `addr` (0 before the
@@ -127,14 +68,6 @@ fn numbers(ids: impl IntoIterator<Item = String>, tag: &str) -> HashSet<usize> {
                 .parse()
                 .ok()
         })
-        .collect()
-}
-
-/// The Call-IDs in a hepflow's file documents.
-fn doc_call_ids(h: &Hepflow) -> Vec<String> {
-    h.documents()
-        .iter()
-        .filter_map(|d| d["call_id"].as_str().map(str::to_owned))
         .collect()
 }
 
@@ -257,7 +190,7 @@ fn a_minute_with_three_backends_frozen_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let kport = restart_port();
     let eport = restart_port();
-    let broker = tansu(kport, &tmp.path().join("tansu.log"));
+    let broker = own_tansu(kport, &tmp.path().join("tansu.log"));
     let search = osmem(eport, &tmp.path().join("osmem.log"));
     // The receiver's own file sink blocks when full: a minute of backlog
     // arriving at once is backpressure on the TCP connection, not a drop.
@@ -354,7 +287,7 @@ sinks = ["lake", "relay"]
     // HEP receiver: every Call-ID.
     let mut relayed = HashSet::new();
     wait_until(Duration::from_secs(120), || {
-        relayed = numbers(doc_call_ids(&receiver), &tag);
+        relayed = numbers(call_ids_of(&receiver), &tag);
         relayed.len() >= total
     });
     assert_eq!(
@@ -400,7 +333,7 @@ fn kafka_and_elasticsearch_killed_and_restarted_lose_nothing_sent_meanwhile() {
     let tmp = tempfile::tempdir().unwrap();
     let kport = restart_port();
     let eport = restart_port();
-    let mut broker = tansu(kport, &tmp.path().join("tansu.log"));
+    let mut broker = own_tansu(kport, &tmp.path().join("tansu.log"));
     let mut search = osmem(eport, &tmp.path().join("osmem.log"));
     let topic = unique("spool-kill");
     let tag = unique("kill");
@@ -424,7 +357,7 @@ sinks = [\"lake\", \"search\"]
     search.kill();
     // Phase 2 while both are gone (10 s at 500/s), phase 3 after restart.
     send_at_rate(h.udp, &tag, 1000..6000, 500, false, &sent, &stop);
-    let _broker = tansu(kport, &tmp.path().join("tansu2.log"));
+    let _broker = own_tansu(kport, &tmp.path().join("tansu2.log"));
     let _search = osmem(eport, &tmp.path().join("osmem2.log"));
     send_at_rate(h.udp, &tag, 6000..7000, 1000, false, &sent, &stop);
     let recs = read_topic(
@@ -464,7 +397,7 @@ sinks = [\"lake\", \"search\"]
 fn sigterm_during_an_outage_then_restart_delivers_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let kport = restart_port();
-    let broker = tansu(kport, &tmp.path().join("tansu.log"));
+    let broker = own_tansu(kport, &tmp.path().join("tansu.log"));
     let (t_over, t_always) = (unique("spool-term-o"), unique("spool-term-a"));
     let tag = unique("term");
     let mut h = Hepflow::start(
@@ -527,7 +460,7 @@ sinks = [\"over\", \"always\"]
 fn kill_9_under_load_with_always_loses_nothing_that_was_read() {
     let tmp = tempfile::tempdir().unwrap();
     let kport = restart_port();
-    let _broker = tansu(kport, &tmp.path().join("tansu.log"));
+    let _broker = own_tansu(kport, &tmp.path().join("tansu.log"));
     let topic = unique("spool-kill9");
     let tag = unique("k9");
     let mut h = Hepflow::start(

@@ -3,13 +3,13 @@
 //! assigned consumer, and numbered SIP messages keyed by Call-ID.
 #![allow(dead_code)]
 
-use super::{env, unique, wait_until};
+use super::{env, unique, OwnedServer};
 use hepflow_kafka::rdkafka::consumer::{BaseConsumer, Consumer};
 use hepflow_kafka::rdkafka::message::{Headers, Message};
 use hepflow_kafka::rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use hepflow_sdk::hep::{encode_v3, HepMessage};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// One record read back.
@@ -140,36 +140,8 @@ pub fn tansu_command(port: u16) -> Command {
     cmd
 }
 
-/// A Tansu broker this test owns (in memory: a restart loses its topics).
-pub struct OwnTansu {
-    pub child: Option<Child>,
-}
-
-impl OwnTansu {
-    pub fn start(port: u16, log: std::path::PathBuf) -> Self {
-        let child = tansu_command(port)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn tansu");
-        let up = wait_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        assert!(up, "own tansu did not listen on {port}");
-        OwnTansu { child: Some(child) }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for OwnTansu {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A Tansu broker a test owns on `port` (in memory: a restart loses its
+/// topics), its log in `log`.
+pub fn own_tansu(port: u16, log: &std::path::Path) -> OwnedServer {
+    OwnedServer::spawn("tansu", &mut tansu_command(port), port, log)
 }

@@ -129,6 +129,15 @@ impl Hepflow {
     }
 }
 
+/// The Call-IDs in a hepflow's file documents (one per document that has
+/// one, repeats kept).
+pub fn call_ids_of(h: &Hepflow) -> Vec<String> {
+    h.documents()
+        .iter()
+        .filter_map(|d| d["call_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 impl Drop for Hepflow {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -427,4 +436,60 @@ pub fn http(
         r.read_to_end(&mut out)?;
     }
     Ok((status, out))
+}
+
+/// A server process a test owns, listening on a TCP port: freeze
+/// (SIGSTOP), thaw (SIGCONT), kill; killed (thawed first) when dropped.
+pub struct OwnedServer {
+    child: Option<Child>,
+    what: &'static str,
+}
+
+impl OwnedServer {
+    pub fn spawn(what: &'static str, cmd: &mut Command, port: u16, log: &std::path::Path) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let up = wait_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "{what} did not listen on {port}");
+        OwnedServer {
+            child: Some(child),
+            what,
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "signal {}", self.what);
+    }
+
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnedServer {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A frozen process must be thawed to die cleanly.
+            let _ = unsafe { libc::kill(c.id() as i32, libc::SIGCONT) };
+        }
+        self.kill();
+    }
 }
