@@ -253,13 +253,37 @@ path = "{}"
             tcp: ([127, 0, 0, 1], port).into(),
             log,
         };
-        h.spawn();
+        for attempt in 0.. {
+            match h.try_spawn() {
+                Ok(()) => break,
+                // The API port free_port() found was taken by another
+                // process before hepflow bound it: pick another one.
+                Err(log) if attempt < 3 && log.contains("binding api.bind") => {
+                    let cfg = h.dir.path().join("hepflow.toml");
+                    let old = format!("[api]\nbind = \"{}\"", h.api);
+                    h.api = ([127, 0, 0, 1], free_port()).into();
+                    let text = std::fs::read_to_string(&cfg).expect("read config");
+                    assert!(text.contains(&old), "config without {old}");
+                    let new = format!("[api]\nbind = \"{}\"", h.api);
+                    std::fs::write(&cfg, text.replace(&old, &new)).expect("write config");
+                }
+                Err(log) => panic!("hepflow did not come up; log:\n{log}"),
+            }
+        }
         h
     }
 
     /// Start the process on this instance's config and wait for `/health`;
     /// its stderr is appended to the log.
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("hepflow did not come up; log:\n{log}");
+        }
+    }
+
+    /// As [`Self::spawn`], but a process that exits or never answers is
+    /// reaped and its log returned.
+    fn try_spawn(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "hepflow is already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -276,10 +300,19 @@ path = "{}"
             .spawn()
             .expect("spawn hepflow");
         self.child = Some(child);
+        let mut exited = false;
         let up = wait_until(Duration::from_secs(20), || {
-            matches!(http_get(self.api, "/health"), Ok((200, _)))
+            exited = matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))));
+            exited || matches!(http_get(self.api, "/health"), Ok((200, _)))
         });
-        assert!(up, "hepflow did not come up; log:\n{}", self.log_text());
+        if up && !exited {
+            return Ok(());
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Err(self.log_text())
     }
 
     /// Start hepflow again after [`Self::stop`] or [`Self::kill9`]: the
