@@ -18,3 +18,5 @@ pub mod replay;
 pub mod route;
 pub mod sinks;
 pub mod supervise;
+#[cfg(test)]
+mod test_events;

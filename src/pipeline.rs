@@ -292,6 +292,8 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
         };
         let mut attempt = 0;
         let mut in_flight_lost = false;
+        // Set once a partial delivery shrank `batch` to what is left.
+        let mut reduced = false;
         loop {
             let started = std::time::Instant::now();
             // A write that hangs (a frozen backend) must not hold the
@@ -317,6 +319,16 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                     break;
                 }
                 Err(e) if e.retryable => {
+                    if let Some(p) = e.partial.as_deref() {
+                        m.sent.add(p.delivered.events);
+                        m.bytes.add(p.delivered.bytes);
+                        keep_positions(&mut batch, &p.retry);
+                        reduced = true;
+                        if batch.is_empty() {
+                            t.queue.set_failing(false);
+                            break;
+                        }
+                    }
                     m.retries.inc();
                     t.queue.set_failing(true);
                     t.health.set_unready(format!("write failing: {e}"));
@@ -331,6 +343,11 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                     attempt += 1;
                 }
                 Err(e) => {
+                    if let Some(p) = e.partial.as_deref() {
+                        m.sent.add(p.delivered.events);
+                        m.bytes.add(p.delivered.bytes);
+                        keep_positions(&mut batch, &p.retry);
+                    }
                     hepflow_sdk::sink::failed_counter(&t.registry, &t.name, e.reason)
                         .add(batch.len() as u64);
                     if let Some(n) = log.allow() {
@@ -341,15 +358,21 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
             }
         }
         if in_flight_lost {
-            // Shutdown with the batch undelivered: a batch read from the
-            // spool stays there (not acknowledged); one from memory goes
-            // in front of the spool with the rest of memory, or is lost.
-            let in_flight = if popped.from_disk() {
-                Vec::new()
+            // Shutdown with the batch undelivered. One from memory (or what
+            // is left of it) goes in front of the spool with the rest of
+            // memory, or is lost. One read from the spool stays there, not
+            // acknowledged, unless part of it was delivered: then what is
+            // left is written in front first and the batch acknowledged
+            // after, so a crash in between repeats messages, never loses
+            // them.
+            if popped.from_disk() && !reduced {
+                undelivered += give_up_remaining(&t, Vec::new(), &m);
             } else {
-                std::mem::take(&mut batch)
-            };
-            undelivered += give_up_remaining(&t, in_flight, &m);
+                undelivered += give_up_remaining(&t, std::mem::take(&mut batch), &m);
+                if popped.from_disk() {
+                    t.queue.done(popped);
+                }
+            }
             break;
         }
         t.queue.done(popped);
@@ -365,6 +388,20 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
         tracing::warn!(sink = %t.name, error = %e, "sink close failed");
     }
     undelivered
+}
+
+/// Keep only the events at `positions` (ascending, as
+/// [`SinkError::with_partial`] leaves them) of `batch`, in order; positions
+/// past its end are ignored.
+fn keep_positions(batch: &mut Vec<Event>, positions: &[usize]) {
+    let mut wanted = positions.iter().copied().peekable();
+    let mut i = 0;
+    batch.retain(|_| {
+        while wanted.next_if(|&p| p < i).is_some() {}
+        let keep = wanted.next_if_eq(&i).is_some();
+        i += 1;
+        keep
+    });
 }
 
 /// A sink plugin behind a panic guard: a panic in any of its calls is
@@ -464,7 +501,9 @@ mod tests {
     use super::*;
     use crate::config::WhenFull;
     use crate::queue::QueueMetrics;
+    use crate::test_events::{number, numbered};
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
 
     /// Fault injection (test-only): panics in its first write ever (over
     /// all its instances), then delivers.
@@ -557,5 +596,183 @@ mod tests {
             registry.value("hepflow_sink_sent_total", &[("sink", "p")]),
             Some(10.0)
         );
+    }
+    /// Fault injection (test-only): a backend that takes only the
+    /// even-numbered messages of the first write it sees and reports the
+    /// rest as a partial delivery; with `then_hang`, every later write
+    /// hangs (a backend frozen mid-batch), otherwise it takes them all.
+    struct HalfThenRest {
+        delivered: Arc<Mutex<Vec<usize>>>,
+        writes: usize,
+        then_hang: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for HalfThenRest {
+        async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError> {
+            self.writes += 1;
+            if self.writes == 1 {
+                let (even, odd): (Vec<usize>, Vec<usize>) =
+                    (0..batch.len()).partition(|&i| number(&batch[i]).is_multiple_of(2));
+                self.delivered
+                    .lock()
+                    .unwrap()
+                    .extend(even.iter().map(|&i| number(&batch[i])));
+                let d = Delivered {
+                    events: even.len() as u64,
+                    bytes: 7 * even.len() as u64,
+                };
+                return Err(SinkError::retryable("overloaded", "half taken").with_partial(d, odd));
+            }
+            if self.then_hang {
+                std::future::pending::<()>().await;
+            }
+            self.delivered
+                .lock()
+                .unwrap()
+                .extend(batch.iter().map(number));
+            Ok(Delivered {
+                events: batch.len() as u64,
+                bytes: 7 * batch.len() as u64,
+            })
+        }
+    }
+
+    fn task_for(
+        sink: Box<dyn Sink>,
+        queue: Arc<SinkQueue>,
+        registry: &Registry,
+        deadline: watch::Receiver<Option<Instant>>,
+    ) -> SinkTask {
+        let mut common: SinkCommon =
+            serde_json::from_value(serde_json::json!({"type": "x"})).unwrap();
+        common.retry.initial_backoff = Duration::from_millis(1);
+        common.batch.max_events = 100;
+        SinkTask {
+            name: "p".into(),
+            sink: SinkHost::new(
+                "p",
+                sink,
+                Box::new(|| Err("no rebuild in this test".into())),
+                Health::default(),
+                registry,
+            ),
+            queue,
+            common,
+            health: Health::default(),
+            registry: registry.clone(),
+            deadline,
+        }
+    }
+
+    /// Run the engine over `queue` into a [`HalfThenRest`] sink until it
+    /// has taken `want` messages (10 s at most): the task, what it took,
+    /// and the shutdown deadline's sender.
+    async fn run_half_then_rest(
+        queue: &Arc<SinkQueue>,
+        registry: &Registry,
+        then_hang: bool,
+        want: usize,
+    ) -> (
+        tokio::task::JoinHandle<u64>,
+        Arc<Mutex<Vec<usize>>>,
+        watch::Sender<Option<Instant>>,
+    ) {
+        let delivered = Arc::new(Mutex::new(Vec::new()));
+        let sink = Box::new(HalfThenRest {
+            delivered: delivered.clone(),
+            writes: 0,
+            then_hang,
+        });
+        let (tx, deadline) = watch::channel(None);
+        let task = tokio::spawn(run_sink(task_for(sink, queue.clone(), registry, deadline)));
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while delivered.lock().unwrap().len() < want && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        (task, delivered, tx)
+    }
+
+    #[test]
+    fn keep_positions_keeps_what_is_named_in_order() {
+        let mut b: Vec<Event> = (0..6).map(numbered).collect();
+        keep_positions(&mut b, &[1, 4, 5, 9]);
+        assert_eq!(b.iter().map(number).collect::<Vec<_>>(), vec![1, 4, 5]);
+        keep_positions(&mut b, &[]);
+        assert!(b.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_partial_delivery_is_retried_for_the_rest_only() {
+        let registry = Registry::new();
+        let queue = Arc::new(SinkQueue::new(
+            1000,
+            WhenFull::Block,
+            QueueMetrics::new(&registry, "p"),
+        ));
+        queue.push((0..40).map(numbered).collect()).await;
+        let (task, delivered, _tx) = run_half_then_rest(&queue, &registry, false, 40).await;
+        queue.close();
+        assert_eq!(task.await.unwrap(), 0);
+        let mut got = delivered.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            (0..40).collect::<Vec<_>>(),
+            "each message exactly once"
+        );
+        let v = |name: &str| registry.value(name, &[("sink", "p")]);
+        assert_eq!(v("hepflow_sink_sent_total"), Some(40.0));
+        assert_eq!(v("hepflow_sink_sent_bytes_total"), Some(280.0));
+        assert_eq!(v("hepflow_sink_retries_total"), Some(1.0));
+    }
+
+    #[tokio::test]
+    async fn at_shutdown_only_the_undelivered_rest_of_a_spooled_batch_stays_spooled() {
+        use crate::config::{SpoolConfig, SpoolMode};
+        use crate::queue::disk::DiskTier;
+        use hepflow_sdk::hep::DecodeOptions;
+        let dir = tempfile::tempdir().unwrap();
+        let open = |r: &Registry| {
+            let cfg = SpoolConfig {
+                mode: SpoolMode::Always,
+                ..SpoolConfig::default()
+            };
+            let disk = DiskTier::open(
+                "p",
+                &cfg,
+                dir.path().to_path_buf(),
+                r,
+                DecodeOptions::default(),
+            )
+            .unwrap();
+            Arc::new(
+                SinkQueue::new(1000, WhenFull::Block, QueueMetrics::new(r, "p")).with_disk(disk),
+            )
+        };
+        let registry = Registry::new();
+        let queue = open(&registry);
+        queue.push((0..20).map(numbered).collect()).await;
+        let (task, _delivered, tx) = run_half_then_rest(&queue, &registry, true, 10).await;
+        // The rest hangs in its retry; shutdown gives it up.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        queue.close();
+        tx.send(Some(Instant::now())).unwrap();
+        assert_eq!(task.await.unwrap(), 0, "nothing lost: the rest is spooled");
+        drop(queue);
+        let registry = Registry::new();
+        let queue = open(&registry);
+        let mut left = Vec::new();
+        let popped = queue
+            .pop_batch(100, Duration::ZERO, &mut left)
+            .await
+            .unwrap();
+        queue.done(popped);
+        assert_eq!(
+            left.iter().map(number).collect::<Vec<_>>(),
+            (0..20).filter(|i| i % 2 == 1).collect::<Vec<_>>(),
+            "what was delivered is not delivered again"
+        );
+        assert_eq!(queue.disk().unwrap().records(), 0);
     }
 }

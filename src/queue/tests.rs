@@ -277,25 +277,8 @@ mod with_disk {
     use super::super::disk::DiskTier;
     use super::*;
     use crate::config::{SpoolConfig, SpoolMode};
+    use crate::test_events::{number, numbered};
     use hepflow_sdk::hep::DecodeOptions;
-
-    /// Event `i`: a HEPv3 message whose payload names it.
-    fn numbered(i: usize) -> Event {
-        let msg = HepMessage::new_v3(Bytes::from(format!("m{i}")));
-        Event::received_over_udp(
-            &msg,
-            "192.0.2.1:5060".parse().unwrap(),
-            std::time::SystemTime::now(),
-        )
-        .unwrap()
-    }
-
-    fn number(ev: &Event) -> usize {
-        std::str::from_utf8(&ev.hep().payload[1..])
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
 
     fn disk_queue(dir: &std::path::Path, mode: SpoolMode, cap: usize) -> (SinkQueue, Registry) {
         let r = Registry::new();

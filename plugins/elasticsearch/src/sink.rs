@@ -3,8 +3,8 @@
 //! (split by `max_documents` / `max_bytes`, `concurrency` at a time), sort
 //! every item of every reply, retry what may succeed a bounded number of
 //! times, dead-letter what never will, and hand what is still failing back
-//! to the engine, remembering which items of the batch are already indexed
-//! so the engine's retry of the same batch sends only the others.
+//! to the engine as a partial delivery ([`SinkError::with_partial`]): the
+//! engine's retry sends only those documents.
 
 use crate::bulk::{BulkEncoder, EncodedBatch};
 use crate::client::{BulkClient, Control, HttpSettings, Nodes, TlsMaterial};
@@ -274,21 +274,6 @@ async fn gzip(body: Bytes) -> std::io::Result<Bytes> {
         .map_err(std::io::Error::other)?
 }
 
-/// A batch the engine will hand again (after a retryable error): which of
-/// its items are still to be sent, and what was delivered already.
-struct Pending {
-    events: Vec<Event>,
-    encoded: EncodedBatch,
-    outstanding: Vec<usize>,
-    delivered: Delivered,
-}
-
-fn same_batch(a: &[Event], b: &[Event]) -> bool {
-    // `a` holds clones, so every event it names is alive and its address
-    // cannot have been reused.
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| std::ptr::eq(x.hep(), y.hep()))
-}
-
 /// The Elasticsearch / OpenSearch sink.
 pub struct ElasticsearchSink {
     cfg: ElasticsearchConfig,
@@ -303,7 +288,6 @@ pub struct ElasticsearchSink {
     control: Option<Arc<Control>>,
     poller: Option<tokio::task::JoinHandle<()>>,
     dead_letter: Option<Arc<Mutex<DeadLetterWriter>>>,
-    pending: Option<Pending>,
     version: Option<ServerVersion>,
     log_rejected: LogLimiter,
     log_retry: LogLimiter,
@@ -343,7 +327,6 @@ impl ElasticsearchSink {
             control: None,
             poller: None,
             dead_letter,
-            pending: None,
             version: None,
             log_rejected: LogLimiter::default(),
             log_retry: LogLimiter::default(),
@@ -626,17 +609,9 @@ impl Sink for ElasticsearchSink {
                     .ok_or_else(|| SinkError::retryable("config", "not started"))?
             }
         };
-        let (enc, mut outstanding, mut delivered) = match self.pending.take() {
-            Some(p) if same_batch(&p.events, batch) => {
-                self.metrics.retried.add(p.outstanding.len() as u64);
-                (p.encoded, p.outstanding, p.delivered)
-            }
-            _ => {
-                let enc = self.encode(batch).await?;
-                let all = (0..batch.len()).collect();
-                (enc, all, Delivered::default())
-            }
-        };
+        let enc = self.encode(batch).await?;
+        let mut outstanding: Vec<usize> = (0..batch.len()).collect();
+        let mut delivered = Delivered::default();
         let mut attempt = 0u32;
         loop {
             let chunks = self.chunks(&enc, &outstanding);
@@ -684,14 +659,11 @@ impl Sink for ElasticsearchSink {
                     delivered.events,
                     problem.text()
                 );
-                self.pending = Some(Pending {
-                    events: batch.to_vec(),
-                    encoded: enc,
-                    outstanding,
-                    delivered,
-                });
+                // The engine sends these again as a batch of their own.
+                self.metrics.retried.add(outstanding.len() as u64);
                 self.state.writes_failing.store(true, Ordering::Release);
-                return Err(SinkError::retryable(problem.reason(), msg));
+                return Err(SinkError::retryable(problem.reason(), msg)
+                    .with_partial(delivered, outstanding));
             }
             if let Some(suppressed) = self.log_retry.allow() {
                 tracing::warn!(sink = %self.ctx.name, documents = outstanding.len(), attempt, problem = %problem.text(), suppressed, "retrying documents the cluster could not take");

@@ -7,10 +7,10 @@
 //!   as `hepflow_sink_failed_total{reason}`; every failed report is also
 //!   counted by error in `hepflow_kafka_delivery_errors_total{sink, error}`.
 //! - A message that could not be delivered in `delivery_timeout` (broker
-//!   down) makes the write fail as retryable: the engine retries the batch
-//!   with backoff, and the sink produces again only the messages of that
-//!   batch that were not delivered yet (no duplicates from the engine's
-//!   whole-batch retry).
+//!   down) makes the write fail as retryable with a partial delivery
+//!   ([`SinkError::with_partial`]): the engine counts what was delivered
+//!   and retries, with backoff, only the messages not delivered yet (no
+//!   duplicates from a whole-batch retry).
 //! - A full librdkafka queue (`QueueFull`) makes the write wait for
 //!   deliveries and try again: backpressure into the sink's queue and its
 //!   `when_full` policy, never a drop (`hepflow_kafka_queue_full_total`).
@@ -137,21 +137,12 @@ pub fn is_permanent(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Which messages of the batch being retried were already settled.
-struct RetryState {
-    /// Identity of each event of the batch (buffer address and length).
-    ids: Vec<(usize, usize)>,
-    /// Delivered or given up on.
+/// Which messages of one write are settled (delivered, or given up and
+/// counted), and what was delivered.
+struct Settled {
     settled: Vec<bool>,
     delivered: u64,
     bytes: u64,
-}
-
-fn ids_of(batch: &[Event]) -> Vec<(usize, usize)> {
-    batch
-        .iter()
-        .map(|e| (e.raw().as_ptr() as usize, e.raw().len()))
-        .collect()
 }
 
 /// The kafka sink.
@@ -160,7 +151,6 @@ pub struct KafkaSink {
     template: TopicTemplate,
     ctx: SinkContext,
     producer: Option<Producer_>,
-    retry: Option<RetryState>,
     health_task: Option<tokio::task::JoinHandle<()>>,
     queue_full: Counter,
     replaced: Counter,
@@ -192,7 +182,6 @@ impl KafkaSink {
             template,
             ctx,
             producer: None,
-            retry: None,
             health_task: None,
             queue_full,
             log: LogLimiter::default(),
@@ -382,25 +371,16 @@ impl Sink for KafkaSink {
                 "the Kafka producer could not be created; retrying",
             ));
         };
-        let ids = ids_of(batch);
-        let mut state = match self.retry.take() {
-            Some(s) if s.ids == ids => s,
-            _ => RetryState {
-                settled: vec![false; batch.len()],
-                ids,
-                delivered: 0,
-                bytes: 0,
-            },
+        let mut state = Settled {
+            settled: vec![false; batch.len()],
+            delivered: 0,
+            bytes: 0,
         };
-        let delivered_at_start = state.delivered;
         let mut tally = Tally::default();
         let mut pending: VecDeque<Pending> = VecDeque::with_capacity(batch.len());
         let node = self.ctx.node_name.clone();
 
         for (i, ev) in batch.iter().enumerate() {
-            if state.settled[i] {
-                continue;
-            }
             let payload = match value::value(
                 ev,
                 self.cfg.value,
@@ -469,7 +449,7 @@ impl Sink for KafkaSink {
         while let Some(p) = pending.pop_front() {
             self.settle(p, &mut state, &mut tally).await;
         }
-        if tally.retry_error.is_some() && state.delivered == delivered_at_start {
+        if tally.retry_error.is_some() && state.delivered == 0 {
             self.stalled_writes += 1;
         } else {
             self.stalled_writes = 0;
@@ -480,8 +460,11 @@ impl Sink for KafkaSink {
                 bytes: state.bytes,
             }),
             Some((code, msg)) => {
-                let left = state.settled.iter().filter(|s| !**s).count();
-                self.retry = Some(state);
+                let left: Vec<usize> = (0..batch.len()).filter(|&i| !state.settled[i]).collect();
+                let delivered = Delivered {
+                    events: state.delivered,
+                    bytes: state.bytes,
+                };
                 Err(SinkError::retryable(
                     if code == RDKafkaErrorCode::MessageTimedOut {
                         "message_timed_out"
@@ -489,10 +472,12 @@ impl Sink for KafkaSink {
                         "delivery_failed"
                     },
                     format!(
-                        "{left} of {} messages not delivered to Kafka ({msg}); they will be produced again",
+                        "{} of {} messages not delivered to Kafka ({msg}); they will be produced again",
+                        left.len(),
                         batch.len()
                     ),
-                ))
+                )
+                .with_partial(delivered, left))
             }
         }
     }
@@ -513,7 +498,7 @@ impl Sink for KafkaSink {
 }
 
 impl KafkaSink {
-    async fn settle(&self, p: Pending, state: &mut RetryState, tally: &mut Tally) {
+    async fn settle(&self, p: Pending, state: &mut Settled, tally: &mut Tally) {
         match p.future.await {
             Ok(Ok(_delivery)) => {
                 state.settled[p.index] = true;

@@ -1,11 +1,24 @@
 //! The [`Sink`] contract every sink plugin implements, and the
 //! [`SinkContext`] the engine hands it.
 //!
-//! The engine owns the bounded queue, batching (max events, max age) and
-//! the retry of whole batches that fail with a retryable [`SinkError`]; a
-//! plugin is start / write / flush / close. A plugin that can tell items of
-//! one request apart (a bulk reply) handles them itself and counts the
-//! items it gives up on through [`SinkContext::failed`].
+//! The engine owns the bounded queue (and its disk spool), batching (max
+//! events, max age) and the retry, with capped jittered backoff, of what a
+//! write could not deliver; a plugin is start / write / flush / close.
+//!
+//! What one write reports:
+//! - `Ok(Delivered)`: the whole batch is settled: delivered, or (some
+//!   items) given up for good and counted by the plugin through
+//!   [`SinkContext::failed`] with a reason (dead-lettered, refused by the
+//!   backend, could not be encoded);
+//! - `Err(SinkError)` retryable: nothing of the batch is known delivered;
+//!   the engine hands the same batch again;
+//! - `Err(SinkError)` retryable with [`SinkError::with_partial`]: part of
+//!   the batch was delivered (a bulk reply sorted per item, delivery
+//!   reports); the engine counts that part as sent and hands again only
+//!   the items named in [`Partial::retry`], as a new, smaller batch. No
+//!   plugin keeps a batch of its own across writes;
+//! - `Err(SinkError)` fatal: the batch (or, with a partial, the items not
+//!   delivered) is dropped and counted under the error's reason.
 
 use crate::metrics::{Counter, Registry};
 use crate::Event;
@@ -22,6 +35,17 @@ pub struct Delivered {
     pub bytes: u64,
 }
 
+/// The part of a batch a failed write did deliver, and which of its items
+/// are still to deliver.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Partial {
+    /// What this write delivered.
+    pub delivered: Delivered,
+    /// Positions in the batch still to deliver, ascending. The engine's
+    /// next write gets exactly these events, in this order.
+    pub retry: Vec<usize>,
+}
+
 /// A failed write or start.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -33,6 +57,9 @@ pub struct SinkError {
     pub reason: &'static str,
     /// Human-readable message, with what to do. Never contains secrets.
     pub message: String,
+    /// Set when part of the batch was delivered: what, and which items
+    /// are left ([`Self::with_partial`]).
+    pub partial: Option<Box<Partial>>,
 }
 
 impl SinkError {
@@ -42,6 +69,7 @@ impl SinkError {
             retryable: true,
             reason,
             message: message.into(),
+            partial: None,
         }
     }
     /// A failure that will not succeed by retrying (the batch is dropped
@@ -51,7 +79,19 @@ impl SinkError {
             retryable: false,
             reason,
             message: message.into(),
+            partial: None,
         }
+    }
+
+    /// This write delivered `delivered` of the batch; only the items at
+    /// positions `retry` (ascending) are left. The engine counts
+    /// `delivered` as sent and, for a retryable error, hands those items
+    /// again as a new batch; for a fatal one, drops and counts them.
+    pub fn with_partial(mut self, delivered: Delivered, mut retry: Vec<usize>) -> Self {
+        retry.sort_unstable();
+        retry.dedup();
+        self.partial = Some(Box::new(Partial { delivered, retry }));
+        self
     }
 }
 
@@ -65,7 +105,7 @@ pub trait Sink: Send {
         Ok(())
     }
 
-    /// Deliver one batch.
+    /// Deliver one batch (see the module doc for what each result means).
     async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError>;
 
     /// Push out anything buffered inside the plugin.
