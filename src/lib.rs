@@ -13,10 +13,7 @@ pub mod config;
 pub mod ingest;
 pub mod malloc_tuning;
 pub mod pipeline;
-pub mod queue;
 pub mod replay;
 pub mod route;
 pub mod sinks;
 pub mod supervise;
-#[cfg(test)]
-mod test_events;

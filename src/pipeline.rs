@@ -4,12 +4,12 @@
 //! retries with capped jittered backoff, health, and the drain at shutdown.
 
 use crate::config::SinkCommon;
-use crate::queue::SinkQueue;
 use crate::route::Router;
 use crate::supervise::{panic_message, restarts_counter};
 use futures::FutureExt;
 use hepflow_sdk::delivery::backoff_delay;
 use hepflow_sdk::metrics::{Counter, Histogram, Registry};
+use hepflow_sdk::queue::SinkQueue;
 use hepflow_sdk::ratelimit::LogLimiter;
 use hepflow_sdk::sink::{Delivered, Health, Sink, SinkError};
 use hepflow_sdk::Event;
@@ -500,8 +500,8 @@ impl SinkHost {
 mod tests {
     use super::*;
     use crate::config::WhenFull;
-    use crate::queue::QueueMetrics;
-    use crate::test_events::{number, numbered};
+    use hepflow_sdk::queue::QueueMetrics;
+    use hepflow_sdk::test_events::{number, numbered};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
 
@@ -730,8 +730,8 @@ mod tests {
     #[tokio::test]
     async fn at_shutdown_only_the_undelivered_rest_of_a_spooled_batch_stays_spooled() {
         use crate::config::{SpoolConfig, SpoolMode};
-        use crate::queue::disk::DiskTier;
         use hepflow_sdk::hep::DecodeOptions;
+        use hepflow_sdk::queue::disk::DiskTier;
         let dir = tempfile::tempdir().unwrap();
         let open = |r: &Registry| {
             let cfg = SpoolConfig {

@@ -24,9 +24,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-pub mod spool;
 pub use hepflow_sdk::delivery::{RetryConfig, WhenFull};
-pub use spool::{SpoolConfig, SpoolMode};
+pub use hepflow_sdk::spool::config::{SpoolConfig, SpoolMode};
 
 /// The embedded default configuration (HEP on UDP and TCP 9060, file sink
 /// under `./data`, API on 127.0.0.1:9096).

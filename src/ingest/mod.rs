@@ -293,10 +293,10 @@ pub(crate) mod testing {
     use super::{Decoder, ListenerMetrics};
     use crate::config::{Config, WhenFull};
     use crate::pipeline::{Pipeline, SinkSlot};
-    use crate::queue::{QueueMetrics, SinkQueue};
     use crate::route::Router;
     use hepflow_sdk::hep::DecodeOptions;
     use hepflow_sdk::metrics::Registry;
+    use hepflow_sdk::queue::{QueueMetrics, SinkQueue};
     use hepflow_sdk::sink::Health;
     use hepflow_sdk::Transport;
     use std::sync::Arc;

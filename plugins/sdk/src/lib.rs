@@ -11,8 +11,10 @@
 //!   every queue and retry loop uses.
 //! - [`metrics`]: the counter registry behind `/metrics` and `/api/v1/stats`.
 //! - [`ratelimit`]: rate-limited logging of repeated failures.
-//! - [`spool`]: the disk log behind a sink's queue (overflow and
-//!   write-ahead), with its checksummed record format.
+//! - [`queue`]: the bounded queue in front of every sink (and of every
+//!   fan-out inside a plugin), with its disk tier.
+//! - [`spool`]: the disk log behind a queue (overflow and write-ahead),
+//!   with its checksummed record format and its config section.
 
 pub mod delivery;
 pub mod document;
@@ -20,10 +22,13 @@ pub mod event;
 pub mod hep;
 pub mod json;
 pub mod metrics;
+pub mod queue;
 pub mod ratelimit;
 pub mod sink;
 pub mod sip;
 pub mod spool;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_events;
 
 pub use event::{Event, EventBatch, ReceiveMeta, Transport};
 pub use hep::{DecodeError, DecodeOptions, HepMessage, HepVersion};

@@ -44,6 +44,7 @@
 //! process being killed; [`Spool::sync`] (`fdatasync`) makes it survive an
 //! operating-system crash too. The caller decides how often to sync.
 
+pub mod config;
 pub mod event_record;
 pub mod format;
 mod read;

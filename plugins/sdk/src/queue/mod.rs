@@ -33,11 +33,12 @@
 
 pub mod disk;
 
-use crate::config::{SpoolMode, WhenFull};
+use crate::delivery::WhenFull;
+use crate::metrics::{Counter, Gauge, Registry};
+use crate::spool::config::SpoolMode;
+use crate::spool::AckToken;
+use crate::Event;
 use disk::DiskTier;
-use hepflow_sdk::metrics::{Counter, Gauge, Registry};
-use hepflow_sdk::spool::AckToken;
-use hepflow_sdk::Event;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};

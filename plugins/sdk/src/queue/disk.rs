@@ -6,13 +6,14 @@
 //! module); this tier does the writing, reading and acknowledging, and
 //! the periodic fsync and position checkpoint ([`DiskTier::checkpoint`]).
 
-use crate::config::{SpoolConfig, SpoolMode, WhenFull};
-use hepflow_sdk::hep::DecodeOptions;
-use hepflow_sdk::metrics::{Counter, Gauge, Registry};
-use hepflow_sdk::ratelimit::LogLimiter;
-use hepflow_sdk::spool::event_record::{encode_event, now_ms, EventDecoder};
-use hepflow_sdk::spool::{AckToken, AppendError, OpenError, Spool, SpoolOptions};
-use hepflow_sdk::{Event, EventBatch};
+use crate::delivery::WhenFull;
+use crate::hep::DecodeOptions;
+use crate::metrics::{Counter, Gauge, Registry};
+use crate::ratelimit::LogLimiter;
+use crate::spool::config::{SpoolConfig, SpoolMode};
+use crate::spool::event_record::{encode_event, now_ms, EventDecoder};
+use crate::spool::{AckToken, AppendError, OpenError, Spool, SpoolOptions};
+use crate::{Event, EventBatch};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};

@@ -1,7 +1,7 @@
 //! Unit tests of the memory queue and its when-full policies.
 use super::*;
+use crate::{HepMessage, ReceiveMeta, Transport};
 use bytes::Bytes;
-use hepflow_sdk::{HepMessage, ReceiveMeta, Transport};
 use std::sync::Arc;
 
 fn ev() -> Event {
@@ -76,7 +76,7 @@ async fn the_byte_bound_drops_what_does_not_fit_and_frees_on_pop() {
 
 /// `n` events made together (one receive batch), each `raw_len` bytes.
 fn batch_of(n: usize, raw_len: usize) -> Vec<Event> {
-    let mut b = hepflow_sdk::EventBatch::new();
+    let mut b = crate::EventBatch::new();
     for _ in 0..n {
         b.push(
             HepMessage::new_v3(Bytes::from_static(b"x")),
@@ -276,9 +276,9 @@ async fn max_wait_fills_batches() {
 mod with_disk {
     use super::super::disk::DiskTier;
     use super::*;
-    use crate::config::{SpoolConfig, SpoolMode};
+    use crate::hep::DecodeOptions;
+    use crate::spool::config::{SpoolConfig, SpoolMode};
     use crate::test_events::{number, numbered};
-    use hepflow_sdk::hep::DecodeOptions;
 
     fn disk_queue(dir: &std::path::Path, mode: SpoolMode, cap: usize) -> (SinkQueue, Registry) {
         let r = Registry::new();

@@ -1,7 +1,7 @@
-//! Test-only events that carry their number, for tests of the queue and
-//! the sink engine that check order and exactly-once delivery.
+//! Events that carry their number, for tests of queues and sinks that
+//! check order and exactly-once delivery (feature `test-support`).
 
-use hepflow_sdk::{Event, HepMessage};
+use crate::{Event, HepMessage};
 
 /// Event `i`: a HEPv3 message whose payload names it.
 pub fn numbered(i: usize) -> Event {
