@@ -14,8 +14,8 @@ use anyhow::Context;
 use hepflow_sdk::hep::DecodeOptions;
 use hepflow_sdk::metrics::Registry;
 use hepflow_sdk::queue::disk::DiskTier;
-use hepflow_sdk::queue::{QueueMetrics, SinkQueue};
-use hepflow_sdk::sink::{Health, SinkContext};
+use hepflow_sdk::queue::{spawn_checkpoints, QueueMetrics, SinkQueue};
+use hepflow_sdk::sink::{Health, PartSpool, SinkContext};
 use hepflow_sdk::Transport;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -88,6 +88,11 @@ pub async fn run(
             node_name: cfg.node.name.as_str().into(),
             registry: registry.clone(),
             health: health.clone(),
+            spool: (sc.common.spool.mode != SpoolMode::Off).then(|| PartSpool {
+                config: sc.common.spool.clone(),
+                dir: sc.common.spool.dir_for(&cfg.node.data_dir, name),
+                decode: decode_opts.clone(),
+            }),
         };
         let sink = factory
             .build(&format!("sinks.{name}"), &sc.plugin, ctx.clone())
@@ -110,23 +115,10 @@ pub async fn run(
             queue = queue.with_disk(disk);
         }
         let queue = Arc::new(queue);
-        if let Some(interval) = queue.disk().map(|_| sc.common.spool.fsync_interval) {
-            let q = queue.clone();
-            checkpoints.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let q = q.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        if let Some(d) = q.disk() {
-                            d.checkpoint();
-                        }
-                    })
-                    .await;
-                }
-            }));
-        }
+        checkpoints.extend(spawn_checkpoints(
+            queue.clone(),
+            sc.common.spool.fsync_interval,
+        ));
         slots.push(SinkSlot {
             name: name.clone(),
             queue: queue.clone(),

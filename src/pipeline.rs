@@ -9,7 +9,7 @@ use crate::supervise::{panic_message, restarts_counter};
 use futures::FutureExt;
 use hepflow_sdk::delivery::backoff_delay;
 use hepflow_sdk::metrics::{Counter, Histogram, Registry};
-use hepflow_sdk::queue::SinkQueue;
+use hepflow_sdk::queue::{Popped, SinkQueue};
 use hepflow_sdk::ratelimit::LogLimiter;
 use hepflow_sdk::sink::{Delivered, Health, Sink, SinkError};
 use hepflow_sdk::Event;
@@ -217,13 +217,20 @@ async fn sleep_or_deadline(d: Duration, deadline: &mut watch::Receiver<Option<In
 }
 
 /// The shutdown deadline passed with messages not delivered: with a
-/// spool, `in_flight` and what memory holds are written in front of it
-/// (delivered by the next start) and nothing is lost; without one, they
+/// spool, what is left of the batch in flight and what memory holds are
+/// written in front of it (delivered by the next start; see
+/// [`SinkQueue::spill_in_flight`]) and nothing is lost; without one, they
 /// are dropped and counted as `shutdown_undelivered`. Returns how many
 /// were lost.
-fn give_up_remaining(t: &SinkTask, in_flight: Vec<Event>, m: &EngineMetrics) -> u64 {
+fn give_up_remaining(
+    t: &SinkTask,
+    popped: Popped,
+    in_flight: Vec<Event>,
+    partly_delivered: bool,
+    m: &EngineMetrics,
+) -> u64 {
     let in_flight_len = in_flight.len() as u64;
-    match t.queue.spill_remaining(in_flight) {
+    match t.queue.spill_in_flight(popped, in_flight, partly_delivered) {
         Some(spilled) => {
             let records = t.queue.disk().map_or(0, |d| d.records());
             tracing::info!(sink = %t.name, spilled, spool_records = records, "shutdown: messages not delivered in the grace period are in the spool; the next start delivers them");
@@ -259,8 +266,7 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
                     tracing::warn!(sink = %t.name, error = %e, suppressed = n, "sink start failed; retrying");
                 }
                 if past(&t.deadline) {
-                    let n = give_up_remaining(&t, Vec::new(), &m);
-                    return n;
+                    return give_up_remaining(&t, Popped::default(), Vec::new(), false, &m);
                 }
                 sleep_or_deadline(backoff_delay(attempt, initial, max), &mut t.deadline).await;
                 attempt += 1;
@@ -358,26 +364,14 @@ pub async fn run_sink(mut t: SinkTask) -> u64 {
             }
         }
         if in_flight_lost {
-            // Shutdown with the batch undelivered. One from memory (or what
-            // is left of it) goes in front of the spool with the rest of
-            // memory, or is lost. One read from the spool stays there, not
-            // acknowledged, unless part of it was delivered: then what is
-            // left is written in front first and the batch acknowledged
-            // after, so a crash in between repeats messages, never loses
-            // them.
-            if popped.from_disk() && !reduced {
-                undelivered += give_up_remaining(&t, Vec::new(), &m);
-            } else {
-                undelivered += give_up_remaining(&t, std::mem::take(&mut batch), &m);
-                if popped.from_disk() {
-                    t.queue.done(popped);
-                }
-            }
+            // Shutdown with the batch (or what is left of it) undelivered.
+            let rest = std::mem::take(&mut batch);
+            undelivered += give_up_remaining(&t, popped, rest, reduced, &m);
             break;
         }
         t.queue.done(popped);
         if past(&t.deadline) {
-            undelivered += give_up_remaining(&t, Vec::new(), &m);
+            undelivered += give_up_remaining(&t, Popped::default(), Vec::new(), false, &m);
             break;
         }
     }

@@ -100,11 +100,12 @@ pub struct HepSinkConfig {
     /// Messages each target's queue holds at most (default 10000).
     pub queue_capacity: usize,
 
-    /// Bytes each target's queue holds at most (default 33554432 = 32 MiB;
-    /// 65536 to 17179869184): the messages' wire bytes, counted twice for
-    /// a v1/v2 message that a stream target needs converted to v3. A
-    /// message that fits neither bound is handled by `when_full`; the
-    /// first message into an empty queue always fits.
+    /// Memory each target's queue keeps alive at most (default 33554432 =
+    /// 32 MiB; 65536 to 17179869184): the receive batches of the queued
+    /// messages, each charged once per run of messages from it (as the
+    /// engine's queues count). A message that fits neither bound goes to
+    /// the target's spool when the sink has one, else `when_full`
+    /// applies; the first message into an empty queue always fits.
     pub queue_max_bytes: usize,
 
     /// What happens to a message for a target whose queue is full:

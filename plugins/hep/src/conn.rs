@@ -14,7 +14,7 @@
 //! closes is noticed while idle, not only on the next write. Bytes a
 //! receiver does send are read and discarded.
 
-use crate::queue::Msg;
+use crate::prepare::Msg;
 use crate::target::{Scheme, TargetUrl};
 use crate::tls::TlsClient;
 use bytes::BytesMut;
@@ -185,8 +185,8 @@ impl Conn {
         }
     }
 
-    /// Write `msgs` (the datagram or stream form as fits), several per
-    /// write call. `buf` is a reusable scratch buffer for stream writes.
+    /// Write `msgs` (prepared for this target's kind), several per write
+    /// call. `buf` is a reusable scratch buffer for stream writes.
     pub async fn write_batch(
         &mut self,
         msgs: &[Msg],
@@ -208,7 +208,7 @@ async fn write_stream<W: tokio::io::AsyncWrite + Unpin>(
 ) -> Result<Written, WriteFailed> {
     buf.clear();
     for m in msgs {
-        buf.extend_from_slice(&m.stream);
+        buf.extend_from_slice(&m.bytes);
     }
     let r = async {
         w.write_all(buf).await?;
@@ -264,7 +264,7 @@ async fn send_datagrams(s: &UdpSocket, msgs: &[Msg]) -> Result<Written, WriteFai
                 w.sent += n as u64;
                 w.bytes += msgs[done..done + n]
                     .iter()
-                    .map(|m| m.dgram.len() as u64)
+                    .map(|m| m.bytes.len() as u64)
                     .sum::<u64>();
                 done += n;
             }
@@ -305,8 +305,8 @@ fn send_some(s: &UdpSocket, msgs: &[Msg]) -> io::Result<usize> {
     let mut iovs: Vec<libc::iovec> = msgs[..n]
         .iter()
         .map(|m| libc::iovec {
-            iov_base: m.dgram.as_ptr() as *mut libc::c_void,
-            iov_len: m.dgram.len(),
+            iov_base: m.bytes.as_ptr() as *mut libc::c_void,
+            iov_len: m.bytes.len(),
         })
         .collect();
     let mut hdrs: Vec<libc::mmsghdr> = iovs
@@ -341,5 +341,5 @@ fn send_some(s: &UdpSocket, msgs: &[Msg]) -> io::Result<usize> {
 /// Send one datagram (platforms without `sendmmsg`).
 #[cfg(not(target_os = "linux"))]
 fn send_some(s: &UdpSocket, msgs: &[Msg]) -> io::Result<usize> {
-    s.try_send(&msgs[0].dgram).map(|_| 1)
+    s.try_send(&msgs[0].bytes).map(|_| 1)
 }

@@ -3,8 +3,9 @@
 //! lawful-intercept collector) over UDP, TCP or TLS.
 //!
 //! - Targets: `udp://`, `tcp://`, `tls://` `HOST:PORT` ([`target`]); each
-//!   has its own bounded queue ([`queue`]), connection task ([`worker`])
-//!   and metrics ([`metrics`]), so one dead target never slows the others.
+//!   has its own bounded queue (the SDK's queue type, with a spool of its
+//!   own when the sink has one), connection task ([`worker`]) and metrics
+//!   ([`metrics`]), so one dead target never slows the others.
 //! - Modes ([`config::Mode`]): `broadcast`, `hash` (rendezvous hashing of
 //!   the call key, [`select`]; failover to the next choice while a target
 //!   is down, back when it recovers), `round_robin`.
@@ -22,7 +23,6 @@ pub mod config;
 pub mod conn;
 pub mod metrics;
 pub mod prepare;
-pub mod queue;
 pub mod select;
 pub mod shared;
 pub mod sink;

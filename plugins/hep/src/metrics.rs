@@ -11,14 +11,17 @@
 //! | `hepflow_hep_target_dropped_total` | sink, target, reason | `queue_full`, `send_error`, `shutdown` |
 //! | `hepflow_hep_target_failover_total` | sink, target | messages that went to another target because this one was down |
 //! | `hepflow_hep_target_connected` | sink, target | 1 while connected (UDP: while the socket is usable) |
-//! | `hepflow_hep_target_queue_depth` | sink, target | messages waiting |
-//! | `hepflow_hep_target_queue_bytes` | sink, target | their bytes (bounded by `queue_max_bytes`) |
+//! | `hepflow_hep_target_queued_total` | sink, target | messages accepted into the target's queue (memory or spool) |
+//! | `hepflow_hep_target_queue_depth` | sink, target | messages waiting in memory |
+//! | `hepflow_hep_target_queue_bytes` | sink, target | memory they keep alive (bounded by `queue_max_bytes`) |
+//! | `hepflow_spool_*` | sink, target | the target's spool, when the sink has one (README "Delivery guarantees") |
 //! | `hepflow_hep_dropped_total` | sink, reason | `loop` (already carries our node name) |
 //!
 //! Messages that cannot be encoded are counted by the engine's
 //! `hepflow_sink_failed_total{reason="encode_error"}`.
 
 use hepflow_sdk::metrics::{Counter, Gauge, Registry};
+use hepflow_sdk::queue::QueueMetrics;
 
 /// The series of one target.
 #[derive(Clone)]
@@ -33,8 +36,6 @@ pub struct TargetMetrics {
     pub reconnects: Counter,
     /// Failed connect attempts.
     pub connect_failures: Counter,
-    /// Dropped, queue full.
-    pub dropped_full: Counter,
     /// Dropped, the send failed for good.
     pub dropped_send_error: Counter,
     /// Dropped at shutdown.
@@ -43,8 +44,9 @@ pub struct TargetMetrics {
     pub failover: Counter,
     /// 1 while connected.
     pub connected: Gauge,
-    /// Queue depth and bytes.
-    pub queue: crate::queue::QueueGauges,
+    /// The target queue's series (queued, dropped when full or at
+    /// shutdown, depth, bytes).
+    pub queue: QueueMetrics,
 }
 
 impl TargetMetrics {
@@ -84,7 +86,6 @@ impl TargetMetrics {
                 "Failed connect attempts to a HEP forwarding target",
                 &l,
             ),
-            dropped_full: dropped("queue_full"),
             dropped_send_error: dropped("send_error"),
             dropped_shutdown: dropped("shutdown"),
             failover: r.counter(
@@ -97,15 +98,22 @@ impl TargetMetrics {
                 "1 while a HEP forwarding target is connected",
                 &l,
             ),
-            queue: crate::queue::QueueGauges {
+            queue: QueueMetrics {
+                queued: r.counter(
+                    "hepflow_hep_target_queued_total",
+                    "Messages accepted into a HEP forwarding target's queue (memory or spool)",
+                    &l,
+                ),
+                dropped_full: dropped("queue_full"),
+                dropped_shutdown: dropped("shutdown"),
                 depth: r.gauge(
                     "hepflow_hep_target_queue_depth",
-                    "Messages waiting for a HEP forwarding target",
+                    "Messages waiting in memory for a HEP forwarding target",
                     &l,
                 ),
                 bytes: r.gauge(
                     "hepflow_hep_target_queue_bytes",
-                    "Bytes waiting for a HEP forwarding target",
+                    "Memory kept alive by the messages waiting for a HEP forwarding target",
                     &l,
                 ),
             },

@@ -1,17 +1,26 @@
-//! Turning an [`Event`] into the bytes that are forwarded: the received
-//! bytes as they are (`passthrough`), or the message re-encoded as HEPv3
-//! with the SDK's `encode_v3` after setting the node name, capture id or
-//! auth key (`hepv3`); plus loop protection.
+//! Turning an [`Event`] into the bytes that are forwarded ([`Msg`]): the
+//! received bytes as they are (`passthrough`), or the message re-encoded
+//! as HEPv3 with the SDK's `encode_v3` after setting the node name,
+//! capture id or auth key (`hepv3`); plus loop protection.
 //!
+//! Target queues hold events, and each target's task prepares what it
+//! takes from its queue just before writing it, so a message is prepared
+//! once per target it goes to (once in `hash` and `round_robin` modes).
 //! A HEPv1/v2 message has no length field and cannot be framed on a TCP
-//! or TLS stream, so in `passthrough` mode it gets a HEPv3 form as well,
-//! used for stream targets only.
+//! or TLS stream, so in `passthrough` mode a stream target sends its
+//! HEPv3 form.
 
 use crate::config::{Encoding, HepSinkConfig};
-use crate::queue::Msg;
 use bytes::{Bytes, BytesMut};
 use hepflow_sdk::hep::{encode_v3, EncodeError};
 use hepflow_sdk::{Event, HepMessage, HepVersion};
+
+/// One message ready to send.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    /// The bytes written: a datagram, or one HEPv3 frame of a stream.
+    pub bytes: Bytes,
+}
 
 /// What to do with the auth key chunk when re-encoding.
 #[derive(Clone)]
@@ -21,16 +30,7 @@ enum AuthAction {
     Strip,
 }
 
-/// Why a message is not forwarded.
-#[derive(Debug)]
-pub enum Skip {
-    /// It already carries this node's name.
-    Loop,
-    /// It cannot be encoded as HEPv3 (a value too large for a chunk).
-    Encode(EncodeError),
-}
-
-/// Prepares messages for one sink (keeps an output buffer between calls).
+/// Prepares messages for one target (keeps an output buffer between calls).
 pub struct Preparer {
     encoding: Encoding,
     set_node_name: Option<Bytes>,
@@ -38,14 +38,15 @@ pub struct Preparer {
     auth: AuthAction,
     /// Node names that mean "been here" (empty: no loop protection).
     own_names: Vec<Bytes>,
-    /// Whether any target is a stream (v1/v2 then needs a v3 form).
-    need_stream_form: bool,
+    /// Whether the target is a stream (v1/v2 then needs a v3 form).
+    stream: bool,
     buf: BytesMut,
 }
 
 impl Preparer {
-    /// A preparer for `cfg` on the node called `node_name`.
-    pub fn new(cfg: &HepSinkConfig, node_name: &str, need_stream_form: bool) -> Self {
+    /// A preparer for `cfg` on the node called `node_name`, for a stream
+    /// (`tcp://`, `tls://`) or datagram target.
+    pub fn new(cfg: &HepSinkConfig, node_name: &str, stream: bool) -> Self {
         let auth = match (&cfg.set_auth_key, cfg.strip_auth_key) {
             (Some(k), _) => AuthAction::Set(Bytes::copy_from_slice(k.expose().as_bytes())),
             (None, true) => AuthAction::Strip,
@@ -72,7 +73,7 @@ impl Preparer {
             set_capture_id: cfg.set_capture_id,
             auth,
             own_names,
-            need_stream_form,
+            stream,
             buf: BytesMut::new(),
         }
     }
@@ -92,37 +93,30 @@ impl Preparer {
         Ok(self.buf.split().freeze())
     }
 
-    fn copy(&mut self, raw: &[u8]) -> Bytes {
-        self.make_room(raw.len());
-        self.buf.extend_from_slice(raw);
-        self.buf.split().freeze()
+    /// Whether `ev` already carries this node's name (loop protection):
+    /// it is not forwarded.
+    pub fn is_loop(&self, ev: &Event) -> bool {
+        ev.hep()
+            .node_name
+            .as_ref()
+            .is_some_and(|name| self.own_names.iter().any(|n| n == name))
     }
 
-    /// The forwarded form of `ev` (`key` is filled in by the caller).
-    pub fn prepare(&mut self, ev: &Event) -> Result<Msg, Skip> {
+    /// The forwarded form of `ev` (loops are checked by the caller, with
+    /// [`Self::is_loop`], before the event is queued).
+    pub fn prepare(&mut self, ev: &Event) -> Result<Msg, EncodeError> {
         let hep = ev.hep();
-        if let Some(name) = &hep.node_name {
-            if self.own_names.iter().any(|n| n == name) {
-                return Err(Skip::Loop);
-            }
-        }
         match self.encoding {
             Encoding::Passthrough => {
-                // Copied (into this preparer's running buffer): a slice of
-                // the received bytes would keep the message's whole
-                // receive batch alive while it waits in a target's queue,
-                // which the target queue's bound (in messages) cannot see.
-                let raw = self.copy(ev.raw());
-                let stream = if hep.version != HepVersion::V3 && self.need_stream_form {
-                    self.encode(hep).map_err(Skip::Encode)?
+                // The received bytes themselves: the event (which the
+                // target's queue charged for its receive batch) is held
+                // until the write is done anyway.
+                let bytes = if hep.version != HepVersion::V3 && self.stream {
+                    self.encode(hep)?
                 } else {
-                    raw.clone()
+                    ev.raw().clone()
                 };
-                Ok(Msg {
-                    dgram: raw,
-                    stream,
-                    key: 0,
-                })
+                Ok(Msg { bytes })
             }
             Encoding::Hepv3 => {
                 let mut m = hep.clone();
@@ -137,11 +131,8 @@ impl Preparer {
                     AuthAction::Set(k) => m.auth_key = Some(k.clone()),
                     AuthAction::Strip => m.auth_key = None,
                 }
-                let b = self.encode(&m).map_err(Skip::Encode)?;
                 Ok(Msg {
-                    dgram: b.clone(),
-                    stream: b,
-                    key: 0,
+                    bytes: self.encode(&m)?,
                 })
             }
         }

@@ -1,18 +1,31 @@
 //! The state the sink and its target tasks share: the targets (queue, up
 //! flag, metrics), the choice of target per message by mode, handing a
-//! down target's messages on, and the sink's health.
+//! down target's messages on, the sink's health, and the shutdown phase.
 
 use crate::config::{HealthPolicy, Mode, TargetWhenFull};
 use crate::metrics::TargetMetrics;
-use crate::queue::{Msg, TargetQueue};
-use crate::select::rendezvous;
+use crate::select::{key_hash, rendezvous};
 use crate::target::TargetUrl;
 use crate::tls::TlsClient;
+use hepflow_sdk::queue::SinkQueue;
 use hepflow_sdk::sink::Health;
+use hepflow_sdk::Event;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+
+/// Where the sink is in its life; target tasks watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Forwarding.
+    Run,
+    /// Shutting down: each task writes what its queue holds and ends.
+    Drain,
+    /// `drain_timeout` passed: each task stops where it is and hands back
+    /// what it holds, for the spool (or the shutdown count).
+    Abandon,
+}
 
 /// Timing and batching of the target tasks.
 #[derive(Debug, Clone)]
@@ -39,8 +52,9 @@ pub struct Target {
     pub label: String,
     /// Rendezvous seed.
     pub seed: u64,
-    /// Its queue.
-    pub queue: TargetQueue,
+    /// Its queue: the engine's queue type, with a spool of its own when
+    /// the sink has one.
+    pub queue: Arc<SinkQueue>,
     /// Queue policy.
     pub when_full: TargetWhenFull,
     /// Connected (UDP: socket usable).
@@ -72,6 +86,8 @@ pub struct Shared {
     pub health: Health,
     /// When the sink is ready.
     pub health_policy: HealthPolicy,
+    /// The shutdown phase.
+    pub phase: watch::Sender<Phase>,
     /// Round-robin position.
     rr: AtomicUsize,
     /// Targets that have not finished their first connect attempt.
@@ -99,6 +115,7 @@ impl Shared {
             timing,
             health,
             health_policy,
+            phase: watch::Sender::new(Phase::Run),
             rr: AtomicUsize::new(0),
             first_pending: AtomicUsize::new(n),
             first_done: Notify::new(),
@@ -118,10 +135,9 @@ impl Shared {
     /// Whether a target other than `i` still holds messages (queued or
     /// being written).
     pub fn others_hold_messages(&self, i: usize) -> bool {
-        self.targets
-            .iter()
-            .enumerate()
-            .any(|(j, t)| j != i && (!t.queue.is_empty() || t.inflight.load(Ordering::Acquire) > 0))
+        self.targets.iter().enumerate().any(|(j, t)| {
+            j != i && (!t.queue.is_drained() || t.inflight.load(Ordering::Acquire) > 0)
+        })
     }
 
     /// Target `i`'s first connect attempt finished (either way).
@@ -150,6 +166,9 @@ impl Shared {
         let t = &self.targets[i];
         let was = t.up.swap(up, Ordering::AcqRel);
         t.m.connected.set(up as i64);
+        // While it is down, new messages go to its spool (if any) rather
+        // than fill memory.
+        t.queue.set_failing(!up);
         {
             let mut e = t.last_error.lock().unwrap_or_else(|e| e.into_inner());
             e.clear();
@@ -162,7 +181,7 @@ impl Shared {
                 tracing::info!(sink = %self.name, target = %t.label, "connected to HEP target");
             } else {
                 let then = match self.mode {
-                    Mode::Broadcast => "its messages wait in its queue",
+                    Mode::Broadcast => "its messages wait in its queue (and spool)",
                     Mode::Hash => "its calls go to their next choice meanwhile",
                     Mode::RoundRobin => "messages go to the other targets meanwhile",
                 };
@@ -253,10 +272,20 @@ impl Shared {
         }
     }
 
-    /// Queue `msgs` (from the sink's `write`) by mode. Returns how many
-    /// messages went into at least one queue, and their bytes.
-    pub async fn dispatch(&self, msgs: Vec<Msg>) -> (u64, u64) {
-        if msgs.is_empty() {
+    /// The hash key of `ev` in `hash` mode (0 otherwise).
+    pub fn key_of(&self, ev: &Event) -> u64 {
+        if self.mode == Mode::Hash {
+            key_hash(ev)
+        } else {
+            0
+        }
+    }
+
+    /// Queue `events` (from the sink's `write`) by mode. Returns how many
+    /// went into at least one queue (memory or spool), and their bytes.
+    /// A queue that is full drops (counted) or waits, by its policy.
+    pub async fn dispatch(&self, events: Vec<Event>) -> (u64, u64) {
+        if events.is_empty() {
             return (0, 0);
         }
         let n = self.targets.len();
@@ -265,47 +294,45 @@ impl Shared {
             // that drops keeps a prefix, so the longest prefix counts.
             let mut accepted = 0usize;
             for i in self.order_non_blocking_first() {
-                let t = &self.targets[i];
-                let p = t.queue.push(msgs.clone(), t.when_full).await;
-                t.m.dropped_full.add(p.dropped as u64);
+                let p = self.targets[i].queue.push(events.clone()).await;
                 accepted = accepted.max(p.queued);
             }
-            let bytes = msgs[..accepted].iter().map(|m| m.dgram.len() as u64).sum();
+            let bytes = events[..accepted]
+                .iter()
+                .map(|e| e.raw().len() as u64)
+                .sum();
             return (accepted as u64, bytes);
         }
-        let mut per: Vec<Vec<Msg>> = (0..n).map(|_| Vec::new()).collect();
-        for m in msgs {
-            per[self.route(m.key)].push(m);
+        let mut per: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
+        for ev in events {
+            per[self.route(self.key_of(&ev))].push(ev);
         }
-        let mut events = 0u64;
+        let mut accepted = 0u64;
         let mut bytes = 0u64;
         for i in self.order_non_blocking_first() {
             let group = std::mem::take(&mut per[i]);
             if group.is_empty() {
                 continue;
             }
-            let len = group.len();
-            let b: Vec<u64> = group.iter().map(|m| m.dgram.len() as u64).collect();
-            let t = &self.targets[i];
-            let p = t.queue.push(group, t.when_full).await;
-            t.m.dropped_full.add(p.dropped as u64);
-            events += p.queued as u64;
-            bytes += b[..p.queued.min(len)].iter().sum::<u64>();
+            let sizes: Vec<u64> = group.iter().map(|e| e.raw().len() as u64).collect();
+            let p = self.targets[i].queue.push(group).await;
+            accepted += p.queued as u64;
+            bytes += sizes[..p.queued.min(sizes.len())].iter().sum::<u64>();
         }
-        (events, bytes)
+        (accepted, bytes)
     }
 
     /// Hand the messages of down target `from` to the other targets that
     /// are up (`hash`: each key's next choice; `round_robin`: in turn).
     /// Returns what no target could take (none is up).
-    pub async fn hand_on(&self, from: usize, msgs: Vec<Msg>) -> Vec<Msg> {
+    pub async fn hand_on(&self, from: usize, events: Vec<Event>) -> Vec<Event> {
         let n = self.targets.len();
-        let mut per: Vec<Vec<Msg>> = (0..n).map(|_| Vec::new()).collect();
+        let mut per: Vec<Vec<Event>> = (0..n).map(|_| Vec::new()).collect();
         let mut left = Vec::new();
-        for m in msgs {
-            match self.choose(m.key, Some(from)) {
-                Some(j) => per[j].push(m),
-                None => left.push(m),
+        for ev in events {
+            match self.choose(self.key_of(&ev), Some(from)) {
+                Some(j) => per[j].push(ev),
+                None => left.push(ev),
             }
         }
         for (j, group) in per.into_iter().enumerate() {
@@ -313,9 +340,7 @@ impl Shared {
                 continue;
             }
             self.targets[from].m.failover.add(group.len() as u64);
-            let t = &self.targets[j];
-            let p = t.queue.push(group, t.when_full).await;
-            t.m.dropped_full.add(p.dropped as u64);
+            self.targets[j].queue.push(group).await;
         }
         left
     }

@@ -1,26 +1,29 @@
 //! [`HepSink`]: the engine-facing side of the forwarding sink.
 //!
-//! `write` prepares each message of the batch once (pass-through or
-//! HEPv3, loop protection, the hash key) and puts it into the queue of
-//! every target (`broadcast`) or of the chosen one; it returns as soon as
-//! the messages are queued, so a slow or dead target never holds up the
-//! others (unless its `when_full = "block"`). What the engine counts as
-//! sent (`hepflow_sink_sent_total`) is what went into at least one target
+//! `start` opens a queue per target (the SDK's queue type, with a spool of
+//! its own under the sink's when the sink has one: `[sinks.NAME.spool]`)
+//! and starts the targets' tasks. `write` drops loops and puts each
+//! message into the queue of every target (`broadcast`) or of the chosen
+//! one; it returns as soon as the messages are queued, so a slow or dead
+//! target never holds up the others (unless its `when_full = "block"` and
+//! it has no spool). What the engine counts as sent
+//! (`hepflow_sink_sent_total`) is what went into at least one target
 //! queue; what each target really wrote is
 //! `hepflow_hep_target_sent_total`. `close` lets the target queues drain
-//! for up to `drain_timeout`.
+//! for up to `drain_timeout`; what is left then goes to the targets'
+//! spools (delivered after the next start) or, without a spool, is
+//! dropped and counted (`hepflow_hep_target_dropped_total{reason="shutdown"}`).
 
-use crate::config::{HepSinkConfig, Mode};
+use crate::config::{HepSinkConfig, ResolvedTarget};
 use crate::metrics::{SinkMetrics, TargetMetrics};
-use crate::prepare::{Preparer, Skip};
-use crate::queue::TargetQueue;
-use crate::select::{key_hash, target_seed};
-use crate::shared::{Shared, Target, Timing};
+use crate::prepare::Preparer;
+use crate::select::target_seed;
+use crate::shared::{Phase, Shared, Target, Timing};
 use crate::tls::TlsClient;
-use crate::worker::run_target;
+use crate::worker::{run_target, Leftover};
 use async_trait::async_trait;
 use hepflow_sdk::metrics::Counter;
-use hepflow_sdk::ratelimit::LogLimiter;
+use hepflow_sdk::queue::spawn_checkpoints;
 use hepflow_sdk::sink::{Delivered, Sink, SinkContext, SinkError};
 use hepflow_sdk::Event;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,41 +33,75 @@ use tokio::task::JoinHandle;
 
 /// The `hep` forwarding sink.
 pub struct HepSink {
-    shared: Arc<Shared>,
-    preparer: Preparer,
+    cfg: HepSinkConfig,
+    tls: Vec<Option<TlsClient>>,
+    ctx: SinkContext,
+    /// Built by `start` (it opens the targets' spools).
+    shared: Option<Arc<Shared>>,
+    /// Loop protection at `write` (the targets' tasks prepare the rest).
+    loop_check: Preparer,
     metrics: SinkMetrics,
     encode_failed: Counter,
-    tasks: Vec<JoinHandle<()>>,
-    drain_timeout: Duration,
-    log: LogLimiter,
+    tasks: Vec<JoinHandle<Leftover>>,
+    checkpoints: Vec<JoinHandle<()>>,
 }
 
 impl HepSink {
     /// Build the sink from a checked config; `tls[i]` is the client
     /// config of target `i` (`None` for UDP/TCP). No I/O.
     pub fn new(cfg: &HepSinkConfig, tls: Vec<Option<TlsClient>>, ctx: SinkContext) -> Self {
-        let resolved = cfg.resolved_targets();
-        let need_stream = resolved.iter().any(|t| t.url.scheme.is_stream());
-        let targets: Vec<Target> = resolved
-            .into_iter()
-            .zip(tls.into_iter().chain(std::iter::repeat(None)))
-            .map(|(rt, tls)| {
-                let label = rt.url.to_string();
-                let m = TargetMetrics::new(&ctx.registry, &ctx.name, &label);
-                Target {
-                    seed: target_seed(&label),
-                    queue: TargetQueue::new(rt.queue_capacity, rt.queue_max_bytes, m.queue.clone()),
-                    when_full: rt.when_full,
-                    up: AtomicBool::new(false),
-                    inflight: AtomicUsize::new(0),
-                    last_error: Mutex::new(String::new()),
-                    m,
-                    tls,
-                    label,
-                    url: rt.url,
-                }
-            })
-            .collect();
+        HepSink {
+            loop_check: Preparer::new(cfg, &ctx.node_name, false),
+            metrics: SinkMetrics::new(&ctx.registry, &ctx.name),
+            encode_failed: ctx.failed_counter("encode_error"),
+            cfg: cfg.clone(),
+            tls,
+            ctx,
+            shared: None,
+            tasks: Vec::new(),
+            checkpoints: Vec::new(),
+        }
+    }
+
+    /// Whether target `i` is connected (for tests and tools).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.shared.as_ref().is_some_and(|s| s.is_up(i))
+    }
+
+    /// The target of `rt`, with its queue (and spool).
+    fn target(&self, rt: ResolvedTarget, tls: Option<TlsClient>) -> Result<Target, SinkError> {
+        let label = rt.url.to_string();
+        let m = TargetMetrics::new(&self.ctx.registry, &self.ctx.name, &label);
+        let queue = self.ctx.part_queue(
+            &label,
+            rt.queue_capacity,
+            rt.queue_max_bytes,
+            rt.when_full,
+            m.queue.clone(),
+            &[("sink", &self.ctx.name), ("target", &label)],
+        )?;
+        Ok(Target {
+            seed: target_seed(&label),
+            queue: Arc::new(queue),
+            when_full: rt.when_full,
+            up: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
+            last_error: Mutex::new(String::new()),
+            m,
+            tls,
+            label,
+            url: rt.url,
+        })
+    }
+
+    /// Open the targets' queues and start their tasks.
+    fn build_targets(&mut self) -> Result<Arc<Shared>, SinkError> {
+        let cfg = &self.cfg;
+        let mut targets = Vec::new();
+        let tls = self.tls.iter().cloned().chain(std::iter::repeat(None));
+        for (rt, tls) in cfg.resolved_targets().into_iter().zip(tls) {
+            targets.push(self.target(rt, tls)?);
+        }
         let timing = Timing {
             connect_timeout: cfg.connect_timeout,
             write_timeout: cfg.write_timeout,
@@ -74,115 +111,146 @@ impl HepSink {
             max_write_bytes: cfg.max_write_bytes,
         };
         let shared = Arc::new(Shared::new(
-            ctx.name.to_string(),
+            self.ctx.name.to_string(),
             targets,
             cfg.mode,
             timing,
-            ctx.health.clone(),
+            self.ctx.health.clone(),
             cfg.health,
         ));
-        HepSink {
-            preparer: Preparer::new(cfg, &ctx.node_name, need_stream),
-            metrics: SinkMetrics::new(&ctx.registry, &ctx.name),
-            encode_failed: ctx.failed_counter("encode_error"),
-            shared,
-            tasks: Vec::new(),
-            drain_timeout: cfg.drain_timeout,
-            log: LogLimiter::default(),
+        let fsync = self.ctx.spool.as_ref().map(|s| s.config.fsync_interval);
+        for (i, t) in shared.targets.iter().enumerate() {
+            let preparer = Preparer::new(cfg, &self.ctx.node_name, t.url.scheme.is_stream());
+            self.tasks.push(tokio::spawn(run_target(
+                shared.clone(),
+                i,
+                preparer,
+                self.encode_failed.clone(),
+            )));
+            if let Some(interval) = fsync {
+                self.checkpoints
+                    .extend(spawn_checkpoints(t.queue.clone(), interval));
+            }
         }
+        Ok(shared)
     }
 
-    /// Whether target `i` is connected (for tests and tools).
-    pub fn is_up(&self, i: usize) -> bool {
-        self.shared.is_up(i)
+    /// After `drain_timeout`: what target `i`'s task still held and what
+    /// its queue holds go to its spool, or are dropped and counted.
+    /// Returns how many were lost.
+    fn give_up(&self, shared: &Shared, i: usize, left: Leftover) -> u64 {
+        let t = &shared.targets[i];
+        t.queue.close();
+        let held = left.events.len();
+        let popped = left.popped.unwrap_or_default();
+        let lost = match t
+            .queue
+            .spill_in_flight(popped, left.events, left.partly_done)
+        {
+            Some(spilled) => {
+                if spilled > 0 {
+                    tracing::info!(sink = %shared.name, target = %t.label, spilled, "HEP target did not drain within drain_timeout; the rest is in its spool and goes out after the next start");
+                }
+                0
+            }
+            None => (held + t.queue.discard_remaining()) as u64,
+        };
+        t.inflight.store(0, Ordering::Release);
+        t.m.connected.set(0);
+        if lost > 0 {
+            t.m.dropped_shutdown.add(lost);
+            tracing::warn!(sink = %shared.name, target = %t.label, undelivered = lost, "HEP target did not drain within drain_timeout; the rest is dropped and counted (give the sink a spool to keep it)");
+        }
+        lost
     }
 }
 
 #[async_trait]
 impl Sink for HepSink {
     async fn start(&mut self) -> Result<(), SinkError> {
-        if self.tasks.is_empty() {
-            for i in 0..self.shared.targets.len() {
-                self.tasks
-                    .push(tokio::spawn(run_target(self.shared.clone(), i)));
-            }
+        if self.shared.is_none() {
+            let shared = self.build_targets()?;
+            self.shared = Some(shared.clone());
             // Give every target one connect attempt before the first
             // batch, so `hash` mode knows which are up. Never fails:
             // targets that are down are retried in the background.
-            let wait = self.shared.timing.connect_timeout + Duration::from_millis(200);
-            let _ = tokio::time::timeout(wait, self.shared.wait_first_attempts()).await;
+            let wait = shared.timing.connect_timeout + Duration::from_millis(200);
+            let _ = tokio::time::timeout(wait, shared.wait_first_attempts()).await;
         }
         Ok(())
     }
 
     async fn write(&mut self, batch: &[Event]) -> Result<Delivered, SinkError> {
-        let hash = self.shared.mode == Mode::Hash;
-        let mut msgs = Vec::with_capacity(batch.len());
-        let (mut looped, mut failed) = (0u64, 0u64);
+        let Some(shared) = self.shared.clone() else {
+            return Err(SinkError::retryable(
+                "not_started",
+                "the hep sink is not started",
+            ));
+        };
+        let mut events = Vec::with_capacity(batch.len());
+        let mut looped = 0u64;
         for ev in batch {
-            match self.preparer.prepare(ev) {
-                Ok(mut m) => {
-                    if hash {
-                        m.key = key_hash(ev);
-                    }
-                    msgs.push(m);
-                }
-                Err(Skip::Loop) => looped += 1,
-                Err(Skip::Encode(e)) => {
-                    failed += 1;
-                    if let Some(n) = self.log.allow() {
-                        tracing::warn!(sink = %self.shared.name, error = %e, suppressed = n, "a message cannot be encoded as HEPv3; it is dropped and counted (hepflow_sink_failed_total{{reason=\"encode_error\"}})");
-                    }
-                }
+            if self.loop_check.is_loop(ev) {
+                looped += 1;
+            } else {
+                events.push(ev.clone());
             }
         }
         self.metrics.dropped_loop.add(looped);
-        self.encode_failed.add(failed);
-        let (events, bytes) = self.shared.dispatch(msgs).await;
+        let (events, bytes) = shared.dispatch(events).await;
         Ok(Delivered { events, bytes })
     }
 
     async fn flush(&mut self) -> Result<(), SinkError> {
         // The engine marks the sink ready after `start`; the targets'
         // state decides.
-        self.shared.update_health();
+        if let Some(shared) = &self.shared {
+            shared.update_health();
+        }
         Ok(())
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
-        for t in &self.shared.targets {
-            t.queue.close();
+        let Some(shared) = self.shared.clone() else {
+            return Ok(());
+        };
+        shared.phase.send_replace(Phase::Drain);
+        let deadline = tokio::time::Instant::now() + self.cfg.drain_timeout;
+        let mut tasks: Vec<_> = self.tasks.drain(..).collect();
+        let mut left: Vec<Option<Leftover>> = Vec::with_capacity(tasks.len());
+        for task in &mut tasks {
+            left.push(
+                tokio::time::timeout_at(deadline, task)
+                    .await
+                    .ok()
+                    .map(Result::unwrap_or_default),
+            );
         }
-        let deadline = tokio::time::Instant::now() + self.drain_timeout;
-        let mut left = 0u64;
-        for (i, task) in self.tasks.iter_mut().enumerate() {
-            if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
-                task.abort();
-                let t = &self.shared.targets[i];
-                let n = (t.queue.abandon() + t.inflight.swap(0, Ordering::AcqRel)) as u64;
-                t.m.dropped_shutdown.add(n);
-                t.m.connected.set(0);
-                left += n;
-                if n > 0 {
-                    tracing::warn!(sink = %self.shared.name, target = %t.label, undelivered = n, "HEP target did not drain within drain_timeout; the rest is dropped and counted");
-                }
+        if left.iter().any(Option::is_none) {
+            // Past drain_timeout: every task stops where it is and hands
+            // back what it holds.
+            shared.phase.send_replace(Phase::Abandon);
+        }
+        let mut lost = 0u64;
+        for (i, (task, done)) in tasks.into_iter().zip(left).enumerate() {
+            let held = match done {
+                Some(l) => l,
+                None => task.await.unwrap_or_default(),
+            };
+            lost += self.give_up(&shared, i, held);
+        }
+        for c in self.checkpoints.drain(..) {
+            c.abort();
+        }
+        for t in &shared.targets {
+            if let Some(d) = t.queue.disk() {
+                d.checkpoint();
             }
         }
-        self.tasks.clear();
-        // Whatever is still queued now (handed on to a target whose task
-        // had already finished) will not be sent either.
-        for t in &self.shared.targets {
-            let n = t.queue.abandon() as u64;
-            if n > 0 {
-                t.m.dropped_shutdown.add(n);
-                left += n;
-                tracing::warn!(sink = %self.shared.name, target = %t.label, undelivered = n, "messages handed to a HEP target after it had drained; dropped and counted");
-            }
-        }
-        if left > 0 {
+        if lost > 0 {
             return Err(SinkError::fatal(
                 "shutdown",
-                format!("{left} messages were left in HEP target queues at shutdown (raise drain_timeout and shutdown.grace_period, or check the targets)"),
+                format!("{lost} messages were left in HEP target queues at shutdown (raise drain_timeout and shutdown.grace_period, give the sink a spool, or check the targets)"),
             ));
         }
         Ok(())
@@ -193,6 +261,9 @@ impl Drop for HepSink {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        for c in &self.checkpoints {
+            c.abort();
         }
     }
 }

@@ -293,14 +293,14 @@ async fn a_target_queue_is_bounded_in_bytes_too() {
     }));
     sink.start().await.unwrap();
     let batch: Vec<Event> = (0..200).map(|i| event(i, 1000, None, None)).collect();
-    // Passthrough over TCP: each message's own bytes, in order, while
-    // they fit in 64 KiB.
+    // The memory each message keeps alive (its own receive buffer here),
+    // in order, while it fits in 64 KiB.
     let (mut fit, mut bytes) = (0, 0);
     for e in &batch {
-        if bytes + e.raw().len() > 65536 {
+        if bytes + e.batch_footprint() > 65536 {
             break;
         }
-        bytes += e.raw().len();
+        bytes += e.batch_footprint();
         fit += 1;
     }
     assert!(fit > 10 && fit < 100, "{fit}");

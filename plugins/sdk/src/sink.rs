@@ -20,9 +20,14 @@
 //! - `Err(SinkError)` fatal: the batch (or, with a partial, the items not
 //!   delivered) is dropped and counted under the error's reason.
 
+use crate::delivery::WhenFull;
 use crate::metrics::{Counter, Registry};
-use crate::Event;
+use crate::queue::disk::DiskTier;
+use crate::queue::{QueueMetrics, SinkQueue};
+use crate::spool::config::{SpoolConfig, SpoolMode};
+use crate::{DecodeOptions, Event};
 use async_trait::async_trait;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -175,17 +180,92 @@ pub struct SinkContext {
     pub registry: Registry,
     /// The sink's health flag.
     pub health: Health,
+    /// The sink's spool settings (`[sinks.NAME.spool]`), for the queues a
+    /// plugin keeps for parts of the sink ([`Self::part_queue`]); `None`
+    /// when the spool is off.
+    pub spool: Option<PartSpool>,
+}
+
+/// What a plugin needs to give the queues of its parts the sink's spool.
+#[derive(Clone, Debug)]
+pub struct PartSpool {
+    /// The sink's `[sinks.NAME.spool]` (mode `overflow` or `always`).
+    pub config: SpoolConfig,
+    /// The sink's spool directory; parts get `parts/<part>` under it.
+    pub dir: PathBuf,
+    /// How records read back are decoded.
+    pub decode: DecodeOptions,
+}
+
+/// A part name as a directory name: ASCII letters, digits, `.` and `-`
+/// kept, anything else `_` (`tcp://10.0.0.1:9060` is `tcp___10.0.0.1_9060`).
+pub fn part_dir_name(part: &str) -> String {
+    part.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl SinkContext {
-    /// A context for tests and tools: fresh registry, healthy.
+    /// A context for tests and tools: fresh registry, healthy, no spool.
     pub fn for_tests(name: &str) -> Self {
         SinkContext {
             name: name.into(),
             node_name: "test".into(),
             registry: Registry::new(),
             health: Health::default(),
+            spool: None,
         }
+    }
+
+    /// The bounded queue of one part of this sink (a forwarding target):
+    /// the engine's queue type, with the sink's spool (its own directory,
+    /// `parts/<part>` under the sink's, and its series labelled `labels`)
+    /// when the sink has one. Opening a spool takes its directory's lock:
+    /// call this from [`Sink::start`], which is retried, not from the
+    /// factory's `build`. Run [`crate::queue::spawn_checkpoints`] on it.
+    pub fn part_queue(
+        &self,
+        part: &str,
+        capacity: usize,
+        max_bytes: usize,
+        when_full: WhenFull,
+        metrics: QueueMetrics,
+        labels: &[(&str, &str)],
+    ) -> Result<SinkQueue, SinkError> {
+        let queue = SinkQueue::new(capacity, when_full, metrics).with_max_bytes(max_bytes);
+        let Some(spool) = self
+            .spool
+            .as_ref()
+            .filter(|s| s.config.mode != SpoolMode::Off)
+        else {
+            return Ok(queue);
+        };
+        let dir = spool.dir.join("parts").join(part_dir_name(part));
+        let who = format!("{}/{part}", self.name);
+        let disk = DiskTier::open_labelled(
+            &who,
+            labels,
+            &spool.config,
+            dir.clone(),
+            &self.registry,
+            spool.decode.clone(),
+        )
+        .map_err(|e| {
+            SinkError::retryable(
+                "spool",
+                format!(
+                    "cannot open the spool of {who} in {}: {e}; check the directory's permissions and free space",
+                    dir.display()
+                ),
+            )
+        })?;
+        Ok(queue.with_disk(disk))
     }
 
     /// Count `n` events this sink gave up on, by reason (for example

@@ -40,41 +40,44 @@ pub struct SpoolMetrics {
 }
 
 impl SpoolMetrics {
-    fn new(r: &Registry, sink: &str) -> Self {
-        let l = [("sink", sink)];
+    /// The series, labelled `labels` (`sink`, and `target` for a part).
+    fn new(r: &Registry, labels: &[(&str, &str)]) -> Self {
+        let l = labels;
         SpoolMetrics {
             bytes: r.gauge(
                 "hepflow_spool_bytes",
                 "Bytes of a sink's spool files on disk",
-                &l,
+                l,
             ),
             records: r.gauge(
                 "hepflow_spool_records",
                 "Messages in a sink's spool not yet delivered",
-                &l,
+                l,
             ),
             oldest_seconds: r.gauge(
                 "hepflow_spool_oldest_seconds",
                 "Age of the oldest spooled message the sink last read back (0 when the spool is empty)",
-                &l,
+                l,
             ),
             written: r.counter(
                 "hepflow_spool_written_total",
                 "Messages written to a sink's spool",
-                &l,
+                l,
             ),
             replayed: r.counter(
                 "hepflow_spool_replayed_total",
                 "Messages read back from a sink's spool and handed to the sink",
-                &l,
+                l,
             ),
             dropped: DROP_REASONS
                 .iter()
                 .map(|reason| {
+                    let mut l = labels.to_vec();
+                    l.push(("reason", reason));
                     r.counter(
                         "hepflow_spool_dropped_total",
                         "Messages a sink's spool dropped, by reason",
-                        &[("sink", sink), ("reason", reason)],
+                        &l,
                     )
                 })
                 .collect(),
@@ -118,12 +121,26 @@ impl DiskTier {
         registry: &Registry,
         decode: DecodeOptions,
     ) -> Result<Self, OpenError> {
+        Self::open_labelled(sink, &[("sink", sink)], cfg, dir, registry, decode)
+    }
+
+    /// [`Self::open`] for the queue of one part of a sink (a forwarding
+    /// target): `who` names it in log lines, `labels` on its series.
+    pub fn open_labelled(
+        who: &str,
+        labels: &[(&str, &str)],
+        cfg: &SpoolConfig,
+        dir: PathBuf,
+        registry: &Registry,
+        decode: DecodeOptions,
+    ) -> Result<Self, OpenError> {
+        let sink = who;
         let (spool, report) = Spool::open(SpoolOptions {
             dir: dir.clone(),
             max_bytes: cfg.max_bytes,
             segment_bytes: cfg.segment_bytes,
         })?;
-        let metrics = SpoolMetrics::new(registry, sink);
+        let metrics = SpoolMetrics::new(registry, labels);
         metrics.dropped("spool_corrupt", report.torn_tails);
         metrics.records.set(report.records as i64);
         metrics.bytes.set(spool.bytes() as i64);

@@ -505,6 +505,36 @@ impl SinkQueue {
         Some(spilled)
     }
 
+    /// Shutdown with a popped batch not delivered, or only partly:
+    /// `rest` is what is left of it. With a disk tier, a batch from
+    /// memory (what is left of it) goes in front of the spool with the
+    /// rest of memory; a batch read from disk stays there, not
+    /// acknowledged, unless `partly_delivered`: then `rest` is written in
+    /// front first and the batch acknowledged after, so a crash in
+    /// between repeats messages, never loses them. Returns how many were
+    /// spilled, or `None` without a disk tier (the caller then counts
+    /// `rest` and [`Self::discard_remaining`] as lost).
+    pub fn spill_in_flight(
+        &self,
+        popped: Popped,
+        rest: Vec<Event>,
+        partly_delivered: bool,
+    ) -> Option<usize> {
+        self.disk.as_ref()?;
+        if popped.from_disk() && !partly_delivered {
+            return self.spill_remaining(Vec::new());
+        }
+        let spilled = self.spill_remaining(rest);
+        self.done(popped);
+        spilled
+    }
+
+    /// True when nothing waits, in memory or on disk (a batch popped
+    /// from disk and not yet acknowledged counts as waiting).
+    pub fn is_drained(&self) -> bool {
+        self.is_empty() && self.disk.as_ref().is_none_or(|d| d.records() == 0)
+    }
+
     /// Refuse further pushes and wake everyone; the consumer drains the rest.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
@@ -524,6 +554,29 @@ impl SinkQueue {
         self.set_gauges(&q);
         n
     }
+}
+
+/// Checkpoint `queue`'s disk tier (fsync, reader position) every
+/// `interval` until the task is aborted; `None` when it has no spool.
+pub fn spawn_checkpoints(
+    queue: std::sync::Arc<SinkQueue>,
+    interval: Duration,
+) -> Option<tokio::task::JoinHandle<()>> {
+    queue.disk()?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let q = queue.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(d) = q.disk() {
+                    d.checkpoint();
+                }
+            })
+            .await;
+        }
+    }))
 }
 
 /// Move up to `max` items from the front of `q` to `out`, releasing their
