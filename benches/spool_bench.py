@@ -96,7 +96,7 @@ def outage(rate, outage_s, before_s, after_s):
             time.sleep(1)
         m = sender.metrics()
         backlog = load.metric(m, "hepflow_spool_records", {"sink": "relay"})
-        sent_at_resume = load.metric(m, "hepflow_sink_sent_total", {"sink": "relay"})
+        sent_at_resume = load.metric(m, "hepflow_hep_target_sent_total", {"sink": "relay"})
         spool_bytes = load.metric(m, "hepflow_spool_bytes", {"sink": "relay"})
         receiver.proc.send_signal(signal.SIGCONT)
         resumed = time.time()
@@ -106,7 +106,7 @@ def outage(rate, outage_s, before_s, after_s):
             peak_rss = max(peak_rss, sender.rss_kib()["VmRSS"])
             if load.metric(m, "hepflow_spool_records", {"sink": "relay"}) == 0 and drained_at is None:
                 drained_at = time.time()
-                delivered_during_drain = load.metric(m, "hepflow_sink_sent_total", {"sink": "relay"}) - sent_at_resume
+                delivered_during_drain = load.metric(m, "hepflow_hep_target_sent_total", {"sink": "relay"}) - sent_at_resume
                 break
             time.sleep(0.2)
         gen.join()
