@@ -660,6 +660,130 @@ fn bad_points_are_rejected_with_the_server_reason_and_not_retried() {
     influx.exec(&format!("DROP DATABASE \"{db}\""));
 }
 
+/// Every sample of series `name` with tag `run` in the VictoriaMetrics at
+/// `vm` (which names series measurement_field), summed per `tags`
+/// (joined with `/`).
+fn vm_export(vm: &str, name: &str, run: &str, tags: &[&str]) -> BTreeMap<String, f64> {
+    let _ = http(
+        "GET",
+        &format!("{vm}/internal/force_flush"),
+        &[],
+        None,
+        None,
+        None,
+    );
+    let m = format!("{{__name__=\"{name}\",run=\"{run}\"}}");
+    let Ok((st, body)) = http(
+        "GET",
+        &format!("{vm}/api/v1/export"),
+        &[("match[]", m.as_str())],
+        None,
+        None,
+        None,
+    ) else {
+        return BTreeMap::new();
+    };
+    assert_eq!(st, 200, "{body}");
+    let mut out = BTreeMap::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let key: Vec<String> = tags
+            .iter()
+            .map(|t| v["metric"][t].as_str().unwrap_or("").to_string())
+            .collect();
+        let sum: f64 = v["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .sum();
+        *out.entry(key.join("/")).or_insert(0.0) += sum;
+    }
+    out
+}
+
+/// The server is down while hepflow stops: the points still pending go
+/// to the influxdb sink's spool (`overflow`), and after a restart with
+/// the server up every count arrives, exactly (the server is a
+/// VictoriaMetrics this test owns, written to over the v2 API).
+#[test]
+fn points_pending_when_hepflow_stops_during_an_outage_arrive_after_a_restart() {
+    let vm_bin = need("HEPFLOW_TEST_VM_BIN");
+    let port = restart_port();
+    let vm = format!("http://127.0.0.1:{port}");
+    let run = unique("spool");
+    let mut extra = sink_toml(
+        "points",
+        &format!(
+            "api = \"v2\"\nurl = \"{vm}\"\norg = \"o\"\nbucket = \"hep\"\ntoken = \"t\"\n\
+             prometheus = false\nextra_tags = {{ run = \"{run}\" }}\nclose_timeout = \"1s\"\n"
+        ),
+    );
+    extra.push_str("[sinks.points.spool]\nmode = \"overflow\"\n");
+    extra.push_str("[default_route]\nsinks = [\"points\"]\n");
+    let mut h = Hepflow::start("", &extra);
+    send_udp(h.udp, &udp_corpus());
+    send_tcp_stream(&h);
+    assert_eq!(
+        h.wait_metric(r#"hepflow_sink_sent_total{sink="points"}"#, CORPUS_TOTAL),
+        CORPUS_TOTAL
+    );
+    // The server is down: the points of the first intervals wait.
+    let produced = wait_until(Duration::from_secs(10), || {
+        metric(
+            &h.metrics(),
+            r#"hepflow_influxdb_points_total{sink="points"}"#,
+        ) > 0.0
+    });
+    assert!(produced, "log:\n{}", h.log_text());
+    assert!(h.stop().success(), "log:\n{}", h.log_text());
+    let log = h.log_text();
+    assert!(log.contains("they are in its spool"), "log:\n{log}");
+    assert!(!log.contains("counted as dropped"), "log:\n{log}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(vm_bin);
+    cmd.arg(format!(
+        "-storageDataPath={}",
+        tmp.path().join("data").display()
+    ))
+    .arg(format!("-httpListenAddr=127.0.0.1:{port}"));
+    let _server = OwnedServer::spawn(
+        "victoria-metrics",
+        &mut cmd,
+        port,
+        &tmp.path().join("vm.log"),
+    );
+    h.restart();
+    let want = expected_requests();
+    let got = wait_eq(30, &want, || {
+        vm_export(&vm, "sip_requests_count", &run, &["method", "node"])
+    });
+    assert_eq!(got, want, "log:\n{}", h.log_text());
+    let want = expected_messages();
+    let got = wait_eq(15, &want, || {
+        vm_export(
+            &vm,
+            "hep_messages_count",
+            &run,
+            &["proto", "node", "transport"],
+        )
+    });
+    assert_eq!(got, want);
+    let text = h.metrics();
+    let dropped: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("hepflow_influxdb_points_dropped_total{sink=\"points\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dropped, 0.0, "{text}");
+    let spooled = metric(
+        &text,
+        r#"hepflow_spool_records{sink="points",part="points"}"#,
+    );
+    assert_eq!(spooled, 0.0, "the spool is delivered: {text}");
+}
+
 #[test]
 fn corpus_counts_through_the_v2_api_into_victoria_metrics() {
     let vm = need("HEPFLOW_TEST_VM_URL");
@@ -685,44 +809,7 @@ fn corpus_counts_through_the_v2_api_into_victoria_metrics() {
         assert_eq!(h.wait_metric(&series, CORPUS_TOTAL), CORPUS_TOTAL);
     }
 
-    // VictoriaMetrics names series measurement_field; sum every sample.
-    let export = |name: &str, tags: &[&str]| -> BTreeMap<String, f64> {
-        let _ = http(
-            "GET",
-            &format!("{vm}/internal/force_flush"),
-            &[],
-            None,
-            None,
-            None,
-        );
-        let m = format!("{{__name__=\"{name}\",run=\"{run}\"}}");
-        let (st, body) = http(
-            "GET",
-            &format!("{vm}/api/v1/export"),
-            &[("match[]", m.as_str())],
-            None,
-            None,
-            None,
-        )
-        .unwrap();
-        assert_eq!(st, 200, "{body}");
-        let mut out = BTreeMap::new();
-        for line in body.lines().filter(|l| !l.is_empty()) {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let key: Vec<String> = tags
-                .iter()
-                .map(|t| v["metric"][t].as_str().unwrap_or("").to_string())
-                .collect();
-            let sum: f64 = v["values"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .sum();
-            *out.entry(key.join("/")).or_insert(0.0) += sum;
-        }
-        out
-    };
+    let export = |name: &str, tags: &[&str]| vm_export(&vm, name, &run, tags);
     let per_writer = |m: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
         for w in ["vm_gzip", "vm_plain"] {

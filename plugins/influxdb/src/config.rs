@@ -272,10 +272,11 @@ pub struct InfluxSinkConfig {
     #[serde(default = "default_max_points_per_request")]
     pub max_points_per_request: usize,
 
-    /// Bound of the pending-points buffer: points waiting to be written,
-    /// including while the server is down. Beyond it points are dropped
-    /// (see `when_pending_full`) and counted in
-    /// `hepflow_influxdb_points_dropped_total{reason="buffer_full"}`.
+    /// Bound of the pending-points buffer in memory: points waiting to be
+    /// written, including while the server is down. Beyond it points go
+    /// to the sink's spool when it has one (`[sinks.NAME.spool]`);
+    /// without one they are dropped (see `when_pending_full`) and counted
+    /// in `hepflow_influxdb_points_dropped_total{reason="buffer_full"}`.
     /// Default 100000.
     #[serde(default = "default_max_pending_points")]
     pub max_pending_points: usize,

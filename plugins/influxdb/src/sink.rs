@@ -2,9 +2,10 @@
 //! into the aggregator (and the Prometheus state); `write` and `flush`
 //! (which the engine calls every `batch.flush_interval`, idle or not) emit
 //! the intervals that are due into the pending buffer; a background task
-//! ([`crate::sender`]) writes that buffer to the server. `close` emits the
-//! open intervals, gives the sender `close_timeout` to write everything,
-//! and counts what is left.
+//! ([`crate::sender`]) writes that buffer to the server. `start` opens the
+//! buffer's spool when the sink has one. `close` emits the open
+//! intervals, gives the sender `close_timeout` to write everything, and
+//! puts what is left in front of the spool (or, without one, counts it).
 //!
 //! `write` never fails: a message is delivered once it is counted. The
 //! `Delivered` of a batch counts its events and 0 bytes (the bytes sent to
@@ -13,9 +14,10 @@
 use crate::aggregate::{unix_ns, AggCounters, AggSettings, Aggregator};
 use crate::config::{Api, InfluxSinkConfig};
 use crate::prom::{self, PromState};
-use crate::sender::{self, Pending, SenderMetrics, SenderSettings};
+use crate::sender::{self, LineCodec, Pending, SenderMetrics, SenderSettings};
 use crate::writer::Writer;
 use async_trait::async_trait;
+use hepflow_sdk::queue::spawn_every;
 use hepflow_sdk::sink::{Delivered, Sink, SinkContext, SinkError};
 use hepflow_sdk::Event;
 use std::sync::{Arc, Mutex};
@@ -33,11 +35,20 @@ pub struct InfluxSink {
     pending: Arc<Pending>,
     writer: Option<Writer>,
     task: Option<tokio::task::JoinHandle<()>>,
+    checkpoints: Option<tokio::task::JoinHandle<()>>,
     out: Vec<String>,
     discard_points: bool,
 }
 
 impl InfluxSink {
+    /// How often the points' spool is fsynced (the sink's spool setting).
+    fn fsync_interval(&self) -> Duration {
+        self.ctx
+            .spool
+            .as_ref()
+            .map_or(Duration::from_millis(100), |s| s.config.fsync_interval)
+    }
+
     /// Build (no I/O). `path` is the section's key path, for errors.
     pub fn new(cfg: InfluxSinkConfig, ctx: SinkContext, path: &str) -> Result<Self, String> {
         let writer = Writer::new(&cfg, path)?;
@@ -111,6 +122,7 @@ impl InfluxSink {
             pending,
             writer,
             task: None,
+            checkpoints: None,
             out: Vec::new(),
         })
     }
@@ -172,6 +184,16 @@ impl Sink for InfluxSink {
         if self.task.is_some() {
             return Ok(());
         }
+        if self.pending.disk().is_none() && !self.discard_points {
+            let labels = [("sink", &*self.ctx.name), ("part", "points")];
+            if let Some(disk) = self.ctx.part_disk("points", &labels, LineCodec)? {
+                self.pending.set_disk(disk);
+                let pending = self.pending.clone();
+                self.checkpoints = Some(spawn_every(self.fsync_interval(), move || {
+                    pending.checkpoint()
+                }));
+            }
+        }
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
@@ -227,13 +249,24 @@ impl Sink for InfluxSink {
         }
         task.abort();
         let _ = task.await;
-        let left = self.pending.discard_all();
+        if let Some(c) = self.checkpoints.take() {
+            c.abort();
+        }
+        let (spooled, left) = self.pending.give_up();
+        if spooled > 0 {
+            tracing::info!(
+                sink = %self.ctx.name,
+                target = %self.cfg.target(),
+                points = spooled,
+                "influxdb sink closed with points not written yet; they are in its spool and the next start sends them"
+            );
+        }
         if left > 0 {
             tracing::warn!(
                 sink = %self.ctx.name,
                 target = %self.cfg.target(),
                 points = left,
-                "influxdb sink closed with points not written (counted as dropped, reason shutdown); raise close_timeout if the server was reachable"
+                "influxdb sink closed with points not written (counted as dropped, reason shutdown); raise close_timeout if the server was reachable, or give the sink a spool"
             );
             return Err(SinkError::fatal(
                 "shutdown",
@@ -241,5 +274,18 @@ impl Sink for InfluxSink {
             ));
         }
         Ok(())
+    }
+}
+
+impl Drop for InfluxSink {
+    fn drop(&mut self) {
+        // A sink dropped without `close` (rebuilt after a panic) lets go
+        // of its spool's lock, so the new instance can open it.
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(c) = self.checkpoints.take() {
+            c.abort();
+        }
     }
 }

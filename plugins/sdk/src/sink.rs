@@ -22,7 +22,7 @@
 
 use crate::delivery::WhenFull;
 use crate::metrics::{Counter, Registry};
-use crate::queue::disk::DiskTier;
+use crate::queue::disk::{DiskTier, EventCodec, RecordCodec};
 use crate::queue::{QueueMetrics, SinkQueue};
 use crate::spool::config::{SpoolConfig, SpoolMode};
 use crate::{DecodeOptions, Event};
@@ -226,9 +226,8 @@ impl SinkContext {
     /// The bounded queue of one part of this sink (a forwarding target):
     /// the engine's queue type, with the sink's spool (its own directory,
     /// `parts/<part>` under the sink's, and its series labelled `labels`)
-    /// when the sink has one. Opening a spool takes its directory's lock:
-    /// call this from [`Sink::start`], which is retried, not from the
-    /// factory's `build`. Run [`crate::queue::spawn_checkpoints`] on it.
+    /// when the sink has one ([`Self::part_disk`]). Run
+    /// [`crate::queue::spawn_checkpoints`] on it.
     pub fn part_queue(
         &self,
         part: &str,
@@ -239,33 +238,51 @@ impl SinkContext {
         labels: &[(&str, &str)],
     ) -> Result<SinkQueue, SinkError> {
         let queue = SinkQueue::new(capacity, when_full, metrics).with_max_bytes(max_bytes);
+        let decode = self
+            .spool
+            .as_ref()
+            .map(|s| s.decode.clone())
+            .unwrap_or_default();
+        Ok(
+            match self.part_disk(part, labels, EventCodec::new(decode))? {
+                Some(disk) => queue.with_disk(disk),
+                None => queue,
+            },
+        )
+    }
+
+    /// The spool of part `part` of this sink, for items of `codec`'s kind
+    /// (events, or a plugin's own such as InfluxDB points): the sink's
+    /// spool settings in `parts/<part>` under the sink's directory, its
+    /// series labelled `labels`; `None` when the sink has no spool.
+    /// Opening takes the directory's lock: call this from [`Sink::start`],
+    /// which is retried, not from the factory's `build`.
+    pub fn part_disk<C: RecordCodec>(
+        &self,
+        part: &str,
+        labels: &[(&str, &str)],
+        codec: C,
+    ) -> Result<Option<DiskTier<C>>, SinkError> {
         let Some(spool) = self
             .spool
             .as_ref()
             .filter(|s| s.config.mode != SpoolMode::Off)
         else {
-            return Ok(queue);
+            return Ok(None);
         };
         let dir = spool.dir.join("parts").join(part_dir_name(part));
         let who = format!("{}/{part}", self.name);
-        let disk = DiskTier::open_labelled(
-            &who,
-            labels,
-            &spool.config,
-            dir.clone(),
-            &self.registry,
-            spool.decode.clone(),
-        )
-        .map_err(|e| {
-            SinkError::retryable(
-                "spool",
-                format!(
-                    "cannot open the spool of {who} in {}: {e}; check the directory's permissions and free space",
-                    dir.display()
-                ),
-            )
-        })?;
-        Ok(queue.with_disk(disk))
+        DiskTier::open_labelled(&who, labels, &spool.config, dir.clone(), &self.registry, codec)
+            .map(Some)
+            .map_err(|e| {
+                SinkError::retryable(
+                    "spool",
+                    format!(
+                        "cannot open the spool of {who} in {}: {e}; check the directory's permissions and free space",
+                        dir.display()
+                    ),
+                )
+            })
     }
 
     /// Count `n` events this sink gave up on, by reason (for example

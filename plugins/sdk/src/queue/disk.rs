@@ -1,8 +1,10 @@
-//! The disk tier of a sink's queue: its [`Spool`], the events encoded into
-//! it and decoded back, the when-full policy at the spool's cap or a
-//! full disk, and the spool's metrics.
+//! The disk tier of a queue: its [`Spool`], the items encoded into it and
+//! decoded back ([`RecordCodec`]: events for the sink queues, [`EventCodec`];
+//! a plugin may spool its own items, such as InfluxDB points), the
+//! when-full policy at the spool's cap or a full disk, and the spool's
+//! metrics.
 //!
-//! The memory queue decides *when* messages go to disk (see the parent
+//! The memory queue decides *when* items go to disk (see the parent
 //! module); this tier does the writing, reading and acknowledging, and
 //! the periodic fsync and position checkpoint ([`DiskTier::checkpoint`]).
 
@@ -12,7 +14,7 @@ use crate::metrics::{Counter, Gauge, Registry};
 use crate::ratelimit::LogLimiter;
 use crate::spool::config::{SpoolConfig, SpoolMode};
 use crate::spool::event_record::{encode_event, now_ms, EventDecoder};
-use crate::spool::{AckToken, AppendError, OpenError, Spool, SpoolOptions};
+use crate::spool::{AckToken, AppendError, OpenError, Spool, SpoolOptions, SpooledRecord};
 use crate::{Event, EventBatch};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,13 +98,55 @@ impl SpoolMetrics {
     }
 }
 
-/// One sink's spool and what goes with it.
-pub struct DiskTier {
+/// How the items of one kind become spool records and back.
+pub trait RecordCodec: Send + 'static {
+    /// What is spooled.
+    type Item;
+    /// Append the record payload of `item` to `buf`.
+    fn encode(item: &Self::Item, buf: &mut Vec<u8>);
+    /// Decode `records` into `out`, in order; returns the errors of those
+    /// that could not be (they are dropped and counted).
+    fn decode(&mut self, records: Vec<SpooledRecord>, out: &mut Vec<Self::Item>) -> Vec<String>;
+}
+
+/// Events as spool records ([`encode_event`] and [`EventDecoder`]); the
+/// events decoded from one read share one receive batch.
+pub struct EventCodec(EventDecoder);
+
+impl EventCodec {
+    /// A codec that decodes with `opts`.
+    pub fn new(opts: DecodeOptions) -> Self {
+        EventCodec(EventDecoder::new(opts))
+    }
+}
+
+impl RecordCodec for EventCodec {
+    type Item = Event;
+
+    fn encode(item: &Event, buf: &mut Vec<u8>) {
+        encode_event(item, buf)
+    }
+
+    fn decode(&mut self, records: Vec<SpooledRecord>, out: &mut Vec<Event>) -> Vec<String> {
+        let mut events = EventBatch::with_reserve(records.len());
+        let mut errors = Vec::new();
+        for r in records {
+            if let Err(e) = self.0.decode_into(r.payload, &mut events) {
+                errors.push(e);
+            }
+        }
+        events.finish(out);
+        errors
+    }
+}
+
+/// One sink's (or one part's) spool and what goes with it.
+pub struct DiskTier<C: RecordCodec = EventCodec> {
     spool: Mutex<Spool>,
     /// `overflow` or `always`.
     pub mode: SpoolMode,
     failing: AtomicBool,
-    decoder: Mutex<EventDecoder>,
+    codec: Mutex<C>,
     metrics: SpoolMetrics,
     log: Mutex<LogLimiter>,
     sink: String,
@@ -111,7 +155,7 @@ pub struct DiskTier {
 /// Bytes one read from the spool takes at most (besides the record count).
 const READ_MAX_BYTES: usize = 4 << 20;
 
-impl DiskTier {
+impl DiskTier<EventCodec> {
     /// Open sink `sink`'s spool in `dir` (locked for this process) and
     /// log what a previous run left in it.
     pub fn open(
@@ -121,18 +165,28 @@ impl DiskTier {
         registry: &Registry,
         decode: DecodeOptions,
     ) -> Result<Self, OpenError> {
-        Self::open_labelled(sink, &[("sink", sink)], cfg, dir, registry, decode)
+        Self::open_labelled(
+            sink,
+            &[("sink", sink)],
+            cfg,
+            dir,
+            registry,
+            EventCodec::new(decode),
+        )
     }
+}
 
-    /// [`Self::open`] for the queue of one part of a sink (a forwarding
-    /// target): `who` names it in log lines, `labels` on its series.
+impl<C: RecordCodec> DiskTier<C> {
+    /// Open the spool of one queue in `dir` (locked for this process) and
+    /// log what a previous run left in it: `who` names it in log lines
+    /// (`sink`, `sink/part`), `labels` on its series.
     pub fn open_labelled(
         who: &str,
         labels: &[(&str, &str)],
         cfg: &SpoolConfig,
         dir: PathBuf,
         registry: &Registry,
-        decode: DecodeOptions,
+        codec: C,
     ) -> Result<Self, OpenError> {
         let sink = who;
         let (spool, report) = Spool::open(SpoolOptions {
@@ -163,7 +217,7 @@ impl DiskTier {
             spool: Mutex::new(spool),
             mode: cfg.mode,
             failing: AtomicBool::new(false),
-            decoder: Mutex::new(EventDecoder::new(decode)),
+            codec: Mutex::new(codec),
             metrics,
             log: Mutex::new(LogLimiter::default()),
             sink: sink.to_string(),
@@ -207,13 +261,12 @@ impl DiskTier {
     pub fn append(
         &self,
         mut spool: MutexGuard<'_, Spool>,
-        batch: &mut Vec<Event>,
+        batch: &mut Vec<C::Item>,
         when_full: WhenFull,
     ) -> (usize, bool) {
         let mut appended = 0;
         loop {
-            let (n, err) =
-                spool.append(batch.len(), now_ms(), |i, buf| encode_event(&batch[i], buf));
+            let (n, err) = spool.append(batch.len(), now_ms(), |i, buf| C::encode(&batch[i], buf));
             batch.drain(..n);
             appended += n;
             self.metrics.written.add(n as u64);
@@ -263,7 +316,7 @@ impl DiskTier {
     /// Read up to `max` spooled events, oldest first; `None` when nothing
     /// is there to read. Acknowledge them with [`Self::ack`] once the sink
     /// is done with them.
-    pub fn read(&self, max: usize, out: &mut Vec<Event>) -> Option<AckToken> {
+    pub fn read(&self, max: usize, out: &mut Vec<C::Item>) -> Option<AckToken> {
         loop {
             let batch = {
                 let mut spool = self.lock();
@@ -300,23 +353,20 @@ impl DiskTier {
                 let age_ms = now_ms().saturating_sub(first.ts_ms);
                 self.metrics.oldest_seconds.set((age_ms / 1000) as i64);
             }
-            let mut events = EventBatch::with_reserve(batch.records.len());
-            let mut undecodable = 0;
-            {
-                let mut decoder = self.decoder.lock().unwrap_or_else(|e| e.into_inner());
-                for r in batch.records {
-                    if let Err(e) = decoder.decode_into(r.payload, &mut events) {
-                        undecodable += 1;
-                        self.warn(
-                            "a spooled message could not be decoded again; dropped and counted",
-                            &e,
-                        );
-                    }
-                }
-            }
-            self.metrics.dropped("spool_undecodable", undecodable);
             let before = out.len();
-            events.finish(out);
+            let errors = self
+                .codec
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .decode(batch.records, out);
+            for e in &errors {
+                self.warn(
+                    "a spooled record could not be decoded again; dropped and counted",
+                    e,
+                );
+            }
+            self.metrics
+                .dropped("spool_undecodable", errors.len() as u64);
             self.metrics.replayed.add((out.len() - before) as u64);
             if out.len() == before {
                 // Nothing usable: acknowledge and read on.
@@ -345,11 +395,10 @@ impl DiskTier {
     /// Write `events` (what memory held at shutdown, older than anything
     /// spooled) in front of the spool, and checkpoint it. Returns how many
     /// were spooled; the rest are counted as dropped.
-    pub fn spill_front(&self, events: &[Event]) -> usize {
+    pub fn spill_front(&self, events: &[C::Item]) -> usize {
         let mut spool = self.lock();
-        let (n, err) = spool.spill_front(events.len(), now_ms(), |i, buf| {
-            encode_event(&events[i], buf)
-        });
+        let (n, err) =
+            spool.spill_front(events.len(), now_ms(), |i, buf| C::encode(&events[i], buf));
         self.metrics.written.add(n as u64);
         if let Some(e) = err {
             self.metrics.dropped(e.reason(), (events.len() - n) as u64);

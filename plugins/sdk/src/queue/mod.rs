@@ -563,20 +563,30 @@ pub fn spawn_checkpoints(
     interval: Duration,
 ) -> Option<tokio::task::JoinHandle<()>> {
     queue.disk()?;
-    Some(tokio::spawn(async move {
+    Some(spawn_every(interval, move || {
+        if let Some(d) = queue.disk() {
+            d.checkpoint();
+        }
+    }))
+}
+
+/// Run `work` (blocking: an fsync) on the blocking pool every `interval`,
+/// one run at a time, until the task is aborted. What a plugin with a
+/// disk tier of its own runs its checkpoints with.
+pub fn spawn_every(
+    interval: Duration,
+    work: impl Fn() + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let work = std::sync::Arc::new(work);
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let q = queue.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Some(d) = q.disk() {
-                    d.checkpoint();
-                }
-            })
-            .await;
+            let w = work.clone();
+            let _ = tokio::task::spawn_blocking(move || w()).await;
         }
-    }))
+    })
 }
 
 /// Move up to `max` items from the front of `q` to `out`, releasing their
