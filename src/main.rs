@@ -74,7 +74,16 @@ fn main() -> ExitCode {
         cli.common.config.as_deref(),
         &overrides(&cli.common),
         &factories,
-    );
+    )
+    .and_then(|cfg| {
+        // The files the config names (TLS certificates) load.
+        let problems = hepflow::ingest::check_files(&cfg);
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(config::ConfigErrors(problems))
+        }
+    });
     let source = cli.common.config.as_ref().map_or_else(
         || "the embedded default config".to_string(),
         |p| p.display().to_string(),

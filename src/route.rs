@@ -10,7 +10,7 @@ use hepflow_sdk::Event;
 use ipnet::IpNet;
 
 /// Most sinks one process can have (the width of [`SinkSet`]).
-pub const MAX_SINKS: usize = 64;
+pub use crate::config::MAX_SINKS;
 
 /// A set of sink indices.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

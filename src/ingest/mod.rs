@@ -2,14 +2,16 @@
 //! listener shares — counting, decoding, the auth-key check — before a
 //! batch of events is handed to the [`crate::pipeline::Pipeline`].
 
+pub mod capture_id;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
 
-use crate::config::{looks_htons, AuthConfig, CaptureIdCompat};
+use crate::config::{AuthConfig, CaptureIdCompat, Config, ListenerConfig};
 use bytes::Bytes;
+use capture_id::looks_htons;
 use hepflow_sdk::hep::{decode, DecodeError, DecodeOptions, HepMessage, HepVersion};
 use hepflow_sdk::metrics::{Counter, Gauge, Registry};
 use hepflow_sdk::ratelimit::LogLimiter;
@@ -18,6 +20,22 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use subtle::ConstantTimeEq;
+
+/// The files the listeners of `cfg` need (TLS certificates and keys) load:
+/// every problem, each naming the listener and the file and what to do.
+/// `hepflow validate` and the start run it after the config checks,
+/// which read no files.
+pub fn check_files(cfg: &Config) -> Vec<String> {
+    cfg.listeners
+        .iter()
+        .filter_map(|(name, l)| match l {
+            ListenerConfig::Tls(t) => tls::server_config(t)
+                .err()
+                .map(|e| format!("listeners.{name}: {e}")),
+            _ => None,
+        })
+        .collect()
+}
 
 /// At shutdown a listener stops taking new data but hands over what the
 /// kernel had already received for it: it reads on until nothing more is
@@ -267,7 +285,7 @@ impl Decoder {
     /// sngrep/sipgrep's `htons(id)` is kept as sent and a hint is logged
     /// (at most once per 5 minutes per listener).
     fn apply_capture_id_compat(&self, capture_id: &mut u32, peer: SocketAddr) {
-        if let Some(fixed) = self.capture_id_compat.rewrite(*capture_id) {
+        if let Some(fixed) = capture_id::rewrite(self.capture_id_compat, *capture_id) {
             *capture_id = fixed;
             self.metrics.capture_id_rewritten.inc();
         } else if self.capture_id_compat == CaptureIdCompat::None && looks_htons(*capture_id) {

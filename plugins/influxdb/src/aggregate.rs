@@ -26,7 +26,8 @@ use crate::config::{Mode, OptionalTag};
 use crate::line::{encode_point, FieldValue, Point};
 use crate::prom::PromState;
 use crate::rtcp::{self, RtcpAgg};
-use crate::schema::{self, Measurement, OVERFLOW_VALUE};
+use crate::schema::{self, Measurement};
+use crate::series::{CountBytes, SeriesMap, SEP};
 use hepflow_sdk::hep::proto_type;
 use hepflow_sdk::metrics::{Counter, Registry};
 use hepflow_sdk::sip::SipStart;
@@ -42,9 +43,6 @@ pub const MAX_TAG_VALUE_BYTES: usize = 128;
 
 /// Longest string field of a raw point (bytes).
 pub const MAX_STRING_FIELD_BYTES: usize = 1024;
-
-/// Separator of tag values inside a series key.
-pub(crate) const SEP: char = '\u{1f}';
 
 /// SIP methods kept as tag values; any other becomes `"other"`.
 pub const SIP_METHODS: [&str; 14] = [
@@ -133,55 +131,6 @@ pub struct AggSettings {
     pub hepflow_node: String,
 }
 
-/// A map from series key to value with a bound on the number of series.
-#[derive(Debug, Clone)]
-pub(crate) struct SeriesMap<V> {
-    map: HashMap<Box<str>, V>,
-    cap: usize,
-    overflow_key: Box<str>,
-}
-
-impl<V: Default> SeriesMap<V> {
-    pub(crate) fn new(cap: usize, parts: usize) -> Self {
-        let overflow_key = vec![OVERFLOW_VALUE; parts.max(1)].join(&SEP.to_string());
-        SeriesMap {
-            map: HashMap::new(),
-            cap,
-            overflow_key: overflow_key.into(),
-        }
-    }
-
-    /// The value of `key`, created at default; beyond the bound, the
-    /// overflow series' (and `overflow` counts it).
-    pub(crate) fn entry(&mut self, key: &str, overflow: &Counter) -> &mut V {
-        if self.map.contains_key(key) {
-            return self
-                .map
-                .get_mut(key)
-                .unwrap_or_else(|| unreachable!("checked above"));
-        }
-        if self.map.len() < self.cap {
-            return self.map.entry(key.into()).or_default();
-        }
-        overflow.inc();
-        if self.map.contains_key(&self.overflow_key) {
-            return self
-                .map
-                .get_mut(&self.overflow_key)
-                .unwrap_or_else(|| unreachable!("checked above"));
-        }
-        self.map.entry(self.overflow_key.clone()).or_default()
-    }
-
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
-        self.map.iter().map(|(k, v)| (&**k, v))
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
-    }
-}
-
 /// Where a tag's value comes from.
 #[derive(Debug, Clone)]
 enum Source {
@@ -227,12 +176,6 @@ impl Layout {
             })
             .collect()
     }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct CountBytes {
-    pub(crate) count: u64,
-    pub(crate) bytes: u64,
 }
 
 #[derive(Debug)]
@@ -799,20 +742,5 @@ mod tests {
         assert!(s.len() <= MAX_TAG_VALUE_BYTES);
         assert!(s.starts_with("a b "));
         assert!(!s.contains(SEP));
-    }
-
-    #[test]
-    fn series_map_folds_overflow() {
-        let c = Counter::default();
-        let mut m: SeriesMap<u64> = SeriesMap::new(2, 2);
-        *m.entry("a\u{1f}x", &c) += 1;
-        *m.entry("b\u{1f}x", &c) += 1;
-        *m.entry("c\u{1f}x", &c) += 1;
-        *m.entry("d\u{1f}x", &c) += 1;
-        *m.entry("a\u{1f}x", &c) += 1;
-        assert_eq!(c.get(), 2);
-        let v: HashMap<&str, u64> = m.iter().map(|(k, v)| (k, *v)).collect();
-        assert_eq!(v["a\u{1f}x"], 2);
-        assert_eq!(v["_other\u{1f}_other"], 2);
     }
 }

@@ -16,12 +16,14 @@
 //! - [`config`]: the section's keys and checks.
 //! - [`schema`]: every measurement, tag, field and Prometheus series.
 //! - [`line`]: the line protocol encoder (escaping, sorting, types).
-//! - [`aggregate`]: per-interval buckets, series bounds, raw points.
+//! - [`series`]: the bounded series map the aggregates and the
+//!   Prometheus export share.
+//! - [`aggregate`]: per-interval buckets, raw points.
 //! - [`rtcp`]: RTCP JSON reports and their statistics.
 //! - [`prom`]: the Prometheus collector.
 //! - [`writer`]: v1/v2 HTTP requests, gzip, auth, health, classification.
-//! - [`sender`]: the bounded pending-points buffer and the retrying
-//!   background writer.
+//! - [`sender`]: the bounded pending-points buffer (with its disk tier
+//!   when the sink has a spool) and the retrying background writer.
 //! - [`sink`]: the `Sink` tying them together.
 //!
 //! [`InfluxSinkFactory`] builds the sink for `type = "influxdb"`.
@@ -33,6 +35,7 @@ pub mod prom;
 pub mod rtcp;
 pub mod schema;
 pub mod sender;
+pub mod series;
 pub mod sink;
 pub mod writer;
 

@@ -18,9 +18,9 @@
 //! are folded into the set whose values are all `"_other"` and counted in
 //! `hepflow_influxdb_series_overflow_total{measurement=FAMILY}`.
 
-use crate::aggregate::{CountBytes, SeriesMap, SEP};
 use crate::config::OptionalTag;
 use crate::schema::{self, PROM_FAMILIES};
+use crate::series::{CountBytes, SeriesMap, SEP};
 use hepflow_sdk::metrics::{Counter, Registry, Sample};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
