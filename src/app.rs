@@ -88,6 +88,7 @@ pub async fn run(
             node_name: cfg.node.name.as_str().into(),
             registry: registry.clone(),
             health: health.clone(),
+            retry: sc.retry_set.then(|| sc.common.retry.clone()),
             spool: (sc.common.spool.mode != SpoolMode::Off).then(|| PartSpool {
                 config: sc.common.spool.clone(),
                 dir: sc.common.spool.dir_for(&cfg.node.data_dir, name),

@@ -993,7 +993,7 @@ fn hash_mode_one_receiver_per_call_failover_and_back() {
             "{}[sinks.relay.queue]\nwhen_full = \"block\"\n",
             relay(
                 &targets,
-                "mode = \"hash\"\nwhen_full = \"block\"\nqueue_capacity = 64\nreconnect_initial_backoff = \"50ms\"\nreconnect_max_backoff = \"300ms\""
+                "mode = \"hash\"\nwhen_full = \"block\"\nqueue_capacity = 64\n[sinks.relay.retry]\ninitial_backoff = \"50ms\"\nmax_backoff = \"300ms\""
             )
         ),
     );

@@ -535,9 +535,10 @@ fn relay_with_targets(targets: &[String], mode: &str) -> Hepflow {
 [sinks.relay]
 type = "hep"
 targets = [{}]
-reconnect_initial_backoff = "100ms"
-reconnect_max_backoff = "500ms"
 drain_timeout = "2s"
+[sinks.relay.retry]
+initial_backoff = "100ms"
+max_backoff = "500ms"
 [sinks.relay.spool]
 {}
 [default_route]

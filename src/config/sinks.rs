@@ -94,6 +94,9 @@ pub struct SinkConfig {
     pub common: SinkCommon,
     /// The plugin's keys (everything but [`SINK_COMMON_KEYS`]).
     pub plugin: serde_json::Value,
+    /// Whether the section sets `[sinks.NAME.retry]` (then plugins' own
+    /// retry loops use it too).
+    pub retry_set: bool,
 }
 
 /// Split `[sinks.NAME]` at `key` into the engine's keys and the plugin's
@@ -111,6 +114,7 @@ pub(super) fn sink_config(
     let (common, plugin): (serde_json::Map<_, _>, serde_json::Map<_, _>) = map
         .into_iter()
         .partition(|(k, _)| SINK_COMMON_KEYS.contains(&k.as_str()));
+    let retry_set = common.contains_key("retry");
     let common: SinkCommon =
         match hepflow_sdk::sink::parse_section(key, &serde_json::Value::Object(common)) {
             Ok(c) => c,
@@ -155,5 +159,9 @@ pub(super) fn sink_config(
     }
     errors.extend(common.spool.check(&format!("{key}.spool")));
     errors.extend(common.retry.check(&format!("{key}.retry")));
-    (errors.len() == before).then_some(SinkConfig { common, plugin })
+    (errors.len() == before).then_some(SinkConfig {
+        common,
+        plugin,
+        retry_set,
+    })
 }

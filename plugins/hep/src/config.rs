@@ -3,7 +3,7 @@
 //! of the keys.
 
 use crate::target::{Scheme, TargetUrl};
-use hepflow_sdk::delivery::WhenFull;
+use hepflow_sdk::delivery::{RetryConfig, WhenFull};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::BTreeSet;
@@ -135,15 +135,18 @@ pub struct HepSinkConfig {
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
 
-    /// First delay before reconnecting a target that failed or was lost;
-    /// it doubles per failed attempt up to `reconnect_max_backoff`, each
-    /// delay jittered to 50-100 %. Default `100ms`.
+    /// Deprecated: write `[sinks.NAME.retry] initial_backoff` instead.
+    /// The first delay before reconnecting a target that failed or was
+    /// lost comes from `[sinks.NAME.retry]` when set, else from this key,
+    /// else `100ms`; it doubles per failed attempt up to the cap, each
+    /// delay jittered to 50-100 %.
     #[serde(with = "humantime_serde")]
-    pub reconnect_initial_backoff: Duration,
+    pub reconnect_initial_backoff: Option<Duration>,
 
-    /// Cap of the reconnect delay. Default `10s`.
+    /// Deprecated: write `[sinks.NAME.retry] max_backoff` instead. Cap of
+    /// the reconnect delay (default `10s`).
     #[serde(with = "humantime_serde")]
-    pub reconnect_max_backoff: Duration,
+    pub reconnect_max_backoff: Option<Duration>,
 
     /// At most this many messages per write: datagrams per `sendmmsg`
     /// call (UDP), messages per stream write (TCP/TLS). 1 to 1024,
@@ -180,8 +183,8 @@ impl Default for HepSinkConfig {
             tls: TlsConfig::default(),
             connect_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(10),
-            reconnect_initial_backoff: Duration::from_millis(100),
-            reconnect_max_backoff: Duration::from_secs(10),
+            reconnect_initial_backoff: None,
+            reconnect_max_backoff: None,
             max_write_messages: 64,
             max_write_bytes: 65536,
             drain_timeout: Duration::from_secs(5),
@@ -350,7 +353,30 @@ pub struct ResolvedTarget {
     pub tls: Option<TlsConfig>,
 }
 
+/// Reconnect timing without `[sinks.NAME.retry]` or the older keys.
+pub fn default_reconnect() -> RetryConfig {
+    RetryConfig {
+        initial_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(10),
+    }
+}
+
 impl HepSinkConfig {
+    /// The reconnect timing: `retry` (the sink's `[sinks.NAME.retry]`
+    /// when set), else the older `reconnect_*` keys, else
+    /// [`default_reconnect`].
+    pub fn reconnect(&self, retry: Option<&RetryConfig>, path: &str) -> RetryConfig {
+        RetryConfig::for_plugin(
+            retry,
+            path,
+            [
+                ("reconnect_initial_backoff", self.reconnect_initial_backoff),
+                ("reconnect_max_backoff", self.reconnect_max_backoff),
+            ],
+            default_reconnect(),
+        )
+    }
+
     /// Every problem of the section, each naming its full key path under
     /// `path` (`sinks.NAME`) and what to do. Checks values only (files
     /// are read by [`crate::tls::client_config`]).
@@ -433,15 +459,24 @@ impl HepSinkConfig {
         for (k, d) in [
             ("connect_timeout", self.connect_timeout),
             ("write_timeout", self.write_timeout),
-            ("reconnect_initial_backoff", self.reconnect_initial_backoff),
-            ("reconnect_max_backoff", self.reconnect_max_backoff),
             ("drain_timeout", self.drain_timeout),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            [
+                ("reconnect_initial_backoff", self.reconnect_initial_backoff),
+                ("reconnect_max_backoff", self.reconnect_max_backoff),
+            ]
+            .into_iter()
+            .filter_map(|(k, d)| Some((k, d?))),
+        ) {
             if d.is_zero() {
                 p.push(format!("{path}.{k}: must be longer than 0s"));
             }
         }
-        if self.reconnect_initial_backoff > self.reconnect_max_backoff {
+        let d = default_reconnect();
+        let initial = self.reconnect_initial_backoff.unwrap_or(d.initial_backoff);
+        if initial > self.reconnect_max_backoff.unwrap_or(d.max_backoff) {
             p.push(format!(
                 "{path}.reconnect_initial_backoff: is longer than reconnect_max_backoff; make it shorter or raise the cap"
             ));

@@ -102,11 +102,12 @@ impl HepSink {
         for (rt, tls) in cfg.resolved_targets().into_iter().zip(tls) {
             targets.push(self.target(rt, tls)?);
         }
+        let reconnect = cfg.reconnect(self.ctx.retry.as_ref(), &format!("sinks.{}", self.ctx.name));
         let timing = Timing {
             connect_timeout: cfg.connect_timeout,
             write_timeout: cfg.write_timeout,
-            backoff_initial: cfg.reconnect_initial_backoff,
-            backoff_max: cfg.reconnect_max_backoff,
+            backoff_initial: reconnect.initial_backoff,
+            backoff_max: reconnect.max_backoff,
             max_write_messages: cfg.max_write_messages,
             max_write_bytes: cfg.max_write_bytes,
         };

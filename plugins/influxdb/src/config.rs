@@ -3,7 +3,7 @@
 //! keys.
 
 use crate::schema::{MEASUREMENTS, OPTIONAL_TAGS};
-use hepflow_sdk::delivery::WhenFull;
+use hepflow_sdk::delivery::{RetryConfig, WhenFull};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -285,15 +285,18 @@ pub struct InfluxSinkConfig {
     #[serde(default = "default_when_pending_full")]
     pub when_pending_full: WhenPendingFull,
 
-    /// First delay after a failed write (connection error, 408, 429, 5xx,
-    /// 401/403/404); doubled per failure up to `backoff_max`, each delay
-    /// jittered to 50-100 %. A 429/503 `Retry-After` is honoured up to
-    /// `backoff_max`. Default `"500ms"`.
-    #[serde(default = "default_backoff_initial", with = "humantime_serde")]
-    pub backoff_initial: Duration,
-    /// Cap of the backoff. Default `"30s"`.
-    #[serde(default = "default_backoff_max", with = "humantime_serde")]
-    pub backoff_max: Duration,
+    /// Deprecated: write `[sinks.NAME.retry] initial_backoff` instead.
+    /// The first delay after a failed write (connection error, 408, 429,
+    /// 5xx, 401/403/404) comes from `[sinks.NAME.retry]` when set, else
+    /// from this key, else `"500ms"`; doubled per failure up to the cap,
+    /// each delay jittered to 50-100 %. A 429/503 `Retry-After` is
+    /// honoured up to the cap.
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_initial: Option<Duration>,
+    /// Deprecated: write `[sinks.NAME.retry] max_backoff` instead. Cap of
+    /// the backoff (default `"30s"`).
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_max: Option<Duration>,
 
     /// How often the server's health is checked (`/ping` for v1,
     /// `/health` for v2); the result is the sink's readiness on `/ready`.
@@ -335,11 +338,12 @@ fn default_max_points_per_request() -> usize {
 fn default_max_pending_points() -> usize {
     100_000
 }
-fn default_backoff_initial() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_backoff_max() -> Duration {
-    Duration::from_secs(30)
+/// The write retry timing without `[sinks.NAME.retry]` or the older keys.
+pub fn default_retry() -> RetryConfig {
+    RetryConfig {
+        initial_backoff: Duration::from_millis(500),
+        max_backoff: Duration::from_secs(30),
+    }
 }
 fn default_health_interval() -> Duration {
     Duration::from_secs(10)
@@ -561,10 +565,15 @@ impl InfluxSinkConfig {
                 ),
             );
         }
-        if self.backoff_initial.is_zero() || self.backoff_max < self.backoff_initial {
+        let d = default_retry();
+        let (initial, max) = (
+            self.backoff_initial.unwrap_or(d.initial_backoff),
+            self.backoff_max.unwrap_or(d.max_backoff),
+        );
+        if initial.is_zero() || max < initial {
             err(
                 "backoff_initial",
-                "must be above 0 and backoff_max at least backoff_initial (defaults \"500ms\" and \"30s\")".into(),
+                "must be above 0 and backoff_max at least backoff_initial (defaults \"500ms\" and \"30s\"; better: [sinks.NAME.retry] initial_backoff and max_backoff)".into(),
             );
         }
         if self.health_interval < Duration::from_millis(100) {

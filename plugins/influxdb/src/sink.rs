@@ -17,6 +17,7 @@ use crate::prom::{self, PromState};
 use crate::sender::{self, LineCodec, Pending, SenderMetrics, SenderSettings};
 use crate::writer::Writer;
 use async_trait::async_trait;
+use hepflow_sdk::delivery::RetryConfig;
 use hepflow_sdk::queue::spawn_every;
 use hepflow_sdk::sink::{Delivered, Sink, SinkContext, SinkError};
 use hepflow_sdk::Event;
@@ -197,12 +198,21 @@ impl Sink for InfluxSink {
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
+        let retry = RetryConfig::for_plugin(
+            self.ctx.retry.as_ref(),
+            &format!("sinks.{}", self.ctx.name),
+            [
+                ("backoff_initial", self.cfg.backoff_initial),
+                ("backoff_max", self.cfg.backoff_max),
+            ],
+            crate::config::default_retry(),
+        );
         let settings = SenderSettings {
             sink: self.ctx.name.to_string(),
             target: self.cfg.target(),
             max_points_per_request: self.cfg.max_points_per_request,
-            backoff_initial: self.cfg.backoff_initial,
-            backoff_max: self.cfg.backoff_max,
+            backoff_initial: retry.initial_backoff,
+            backoff_max: retry.max_backoff,
             health_interval: self.cfg.health_interval,
         };
         self.task = Some(tokio::spawn(sender::run(

@@ -127,6 +127,44 @@ impl Default for RetryConfig {
 }
 
 impl RetryConfig {
+    /// The timing of a plugin's own retry loop (reconnects, background
+    /// writes): the sink's `[sinks.NAME.retry]` when the config sets it
+    /// ([`crate::sink::SinkContext::retry`]), else the plugin's older
+    /// keys where set (`legacy`: initial, max; deprecated), else
+    /// `default`. Logs a warning naming the keys when older keys are
+    /// used or shadowed.
+    pub fn for_plugin(
+        section: Option<&RetryConfig>,
+        path: &str,
+        legacy: [(&str, Option<Duration>); 2],
+        default: RetryConfig,
+    ) -> RetryConfig {
+        let set: Vec<&str> = legacy
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        if let Some(s) = section {
+            if !set.is_empty() {
+                tracing::warn!(
+                    "{path}: {} ignored: [{path}.retry] is set and governs every retry of the sink; remove them",
+                    set.join(", ")
+                );
+            }
+            return s.clone();
+        }
+        if !set.is_empty() {
+            tracing::warn!(
+                "{path}: {} are deprecated: write [{path}.retry] initial_backoff and max_backoff instead",
+                set.join(", ")
+            );
+        }
+        RetryConfig {
+            initial_backoff: legacy[0].1.unwrap_or(default.initial_backoff),
+            max_backoff: legacy[1].1.unwrap_or(default.max_backoff),
+        }
+    }
+
     /// The problem with the values, if any, naming `path`.
     pub fn check(&self, path: &str) -> Option<String> {
         (self.initial_backoff.is_zero() || self.max_backoff < self.initial_backoff).then(|| {
@@ -140,6 +178,26 @@ impl RetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_takes_the_retry_section_then_its_older_keys_then_its_default() {
+        let ms = Duration::from_millis;
+        let default = RetryConfig {
+            initial_backoff: ms(100),
+            max_backoff: ms(10_000),
+        };
+        let section = RetryConfig {
+            initial_backoff: ms(50),
+            max_backoff: ms(300),
+        };
+        let legacy = [("a", Some(ms(7))), ("b", None)];
+        let r = RetryConfig::for_plugin(Some(&section), "sinks.x", legacy, default.clone());
+        assert_eq!((r.initial_backoff, r.max_backoff), (ms(50), ms(300)));
+        let r = RetryConfig::for_plugin(None, "sinks.x", legacy, default.clone());
+        assert_eq!((r.initial_backoff, r.max_backoff), (ms(7), ms(10_000)));
+        let r = RetryConfig::for_plugin(None, "sinks.x", [("a", None), ("b", None)], default);
+        assert_eq!((r.initial_backoff, r.max_backoff), (ms(100), ms(10_000)));
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_jittered() {

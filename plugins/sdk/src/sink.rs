@@ -180,6 +180,10 @@ pub struct SinkContext {
     pub registry: Registry,
     /// The sink's health flag.
     pub health: Health,
+    /// The sink's `[sinks.NAME.retry]` when the config sets it: a plugin's
+    /// own retry loops (reconnects, background writes) use it
+    /// ([`crate::delivery::RetryConfig::for_plugin`]).
+    pub retry: Option<crate::delivery::RetryConfig>,
     /// The sink's spool settings (`[sinks.NAME.spool]`), for the queues a
     /// plugin keeps for parts of the sink ([`Self::part_queue`]); `None`
     /// when the spool is off.
@@ -219,6 +223,7 @@ impl SinkContext {
             node_name: "test".into(),
             registry: Registry::new(),
             health: Health::default(),
+            retry: None,
             spool: None,
         }
     }
