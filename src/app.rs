@@ -10,6 +10,7 @@ use crate::ingest::{self, Decoder, ListenerMetrics};
 use crate::pipeline::{run_sink, undelivered_counter, Pipeline, SinkHost, SinkSlot, SinkTask};
 use crate::route::Router;
 use crate::sinks;
+use crate::supervise::{restarts_counter, supervise};
 use anyhow::Context;
 use hepflow_sdk::hep::DecodeOptions;
 use hepflow_sdk::metrics::Registry;
@@ -233,14 +234,26 @@ pub async fn run(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((name.clone(), "tls".into(), addr));
-                tcp_tasks.push(tokio::spawn(ingest::tls::serve(
-                    listener,
+                let (task, restarts) = listener_supervision(&registry, name);
+                let (listener, t, pipeline, stop) = (
+                    Arc::new(listener),
                     t.clone(),
-                    tls,
-                    decoder,
                     pipeline.clone(),
                     stop_rx.clone(),
-                )));
+                );
+                tcp_tasks.push(tokio::spawn(async move {
+                    supervise(&task, &restarts, || {
+                        ingest::tls::serve(
+                            listener.clone(),
+                            t.clone(),
+                            tls.clone(),
+                            decoder.clone(),
+                            pipeline.clone(),
+                            stop.clone(),
+                        )
+                    })
+                    .await
+                }));
             }
             ListenerConfig::Tcp(t) => {
                 let listener = ingest::tcp::bind(t.bind).await.with_context(|| {
@@ -265,13 +278,25 @@ pub async fn run(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((name.clone(), "tcp".into(), addr));
-                tcp_tasks.push(tokio::spawn(ingest::tcp::serve(
-                    listener,
+                let (task, restarts) = listener_supervision(&registry, name);
+                let (listener, t, pipeline, stop) = (
+                    Arc::new(listener),
                     t.clone(),
-                    decoder,
                     pipeline.clone(),
                     stop_rx.clone(),
-                )));
+                );
+                tcp_tasks.push(tokio::spawn(async move {
+                    supervise(&task, &restarts, || {
+                        ingest::tcp::serve(
+                            listener.clone(),
+                            t.clone(),
+                            decoder.clone(),
+                            pipeline.clone(),
+                            stop.clone(),
+                        )
+                    })
+                    .await
+                }));
             }
             #[cfg(feature = "kafka")]
             ListenerConfig::Kafka(k) => {
@@ -297,13 +322,25 @@ pub async fn run(
                     tracing::warn!(listener = %name, sinks = ?dropping, "these sinks drop messages when their queue (and spool, if any) is full (when_full = \"drop_newest\" or \"drop_oldest\"): what they drop from this Kafka listener is committed and not read again; set when_full = \"block\" to pause consumption instead");
                 }
                 // Stopped and awaited with the stream listeners.
-                tcp_tasks.push(tokio::spawn(ingest::kafka::serve(
-                    source,
+                let (task, restarts) = listener_supervision(&registry, name);
+                let (source, k, pipeline, stop) = (
+                    Arc::new(tokio::sync::Mutex::new(source)),
                     k.clone(),
-                    decoder,
                     pipeline.clone(),
                     stop_rx.clone(),
-                )));
+                );
+                tcp_tasks.push(tokio::spawn(async move {
+                    supervise(&task, &restarts, || {
+                        ingest::kafka::serve(
+                            source.clone(),
+                            k.clone(),
+                            decoder.clone(),
+                            pipeline.clone(),
+                            stop.clone(),
+                        )
+                    })
+                    .await
+                }));
             }
         }
     }
@@ -431,4 +468,14 @@ fn spill_or_discard(registry: &Registry, slot: &SinkSlot) -> u64 {
     let n = slot.queue.discard_remaining() as u64;
     undelivered_counter(registry, &slot.name).add(n);
     n
+}
+
+/// The name and restart counter of listener `name`'s supervised task.
+fn listener_supervision(
+    registry: &Registry,
+    name: &str,
+) -> (String, hepflow_sdk::metrics::Counter) {
+    let task = format!("listener:{name}");
+    let restarts = restarts_counter(registry, &task);
+    (task, restarts)
 }

@@ -1,32 +1,14 @@
 //! Supervision of long-lived tasks and threads: a panic is caught, logged
 //! with the task's name, counted (`hepflow_task_restarts_total{task}`),
 //! and the task goes on. Used by the sink engine (a plugin that panics is
-//! built again) and the UDP receive threads (restarted on their socket).
+//! built again), the UDP receive threads (restarted on their socket), the
+//! stream and Kafka listeners (async tasks: [`supervise`], from the SDK,
+//! which plugins use for their own tasks too).
 
-use hepflow_sdk::metrics::{Counter, Registry};
-use std::any::Any;
+use hepflow_sdk::metrics::Counter;
+pub use hepflow_sdk::supervise::{panic_message, restarts_counter, supervise};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// `hepflow_task_restarts_total{task}`: restarts of a supervised task or
-/// thread after a panic.
-pub fn restarts_counter(registry: &Registry, task: &str) -> Counter {
-    registry.counter(
-        "hepflow_task_restarts_total",
-        "Long-lived tasks and threads restarted after a panic",
-        &[("task", task)],
-    )
-}
-
-/// The message a panic carried (`panic!("...")` gives a `&str` or a
-/// `String`).
-pub fn panic_message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic".into())
-}
 
 /// Run `body` on this thread until it returns, restarting it (with a
 /// capped backoff) each time it panics, until `stop` is set: a panic is
@@ -53,6 +35,7 @@ pub fn supervised(task: &str, restarts: &Counter, stop: &AtomicBool, mut body: i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hepflow_sdk::metrics::Registry;
 
     #[test]
     fn a_panicking_body_is_restarted_and_counted_until_it_returns() {

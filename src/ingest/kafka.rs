@@ -39,12 +39,15 @@ pub fn open(
 /// Consume until `stop` turns true, then commit what was dispatched and
 /// leave the group.
 pub async fn serve(
-    mut source: KafkaSource,
+    source: Arc<tokio::sync::Mutex<KafkaSource>>,
     cfg: KafkaListenerConfig,
     decoder: Arc<Decoder>,
     pipeline: Arc<Pipeline>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Held for the run: a run that panics lets go of it, and the next
+    // one (supervised) goes on with the same consumer.
+    let mut source = source.lock().await;
     let m = decoder.metrics.clone();
     let mut batch: Vec<Consumed> = Vec::with_capacity(cfg.batch_size);
     'outer: loop {

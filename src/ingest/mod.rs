@@ -74,6 +74,9 @@ pub struct ListenerMetrics {
     pub tls_handshake_failures: Counter,
     /// Capture ids rewritten by the listener's `capture_id_compat` rule.
     pub capture_id_rewritten: Counter,
+    /// Connection tasks that panicked (the connection is closed; the
+    /// agent reconnects): `hepflow_task_restarts_total{task="listener:NAME:connection"}`.
+    pub connection_panics: Counter,
     log: Mutex<LogLimiter>,
     name: String,
 }
@@ -154,6 +157,10 @@ impl ListenerMetrics {
                 "hepflow_capture_id_rewritten_total",
                 "HEP3 capture ids rewritten by the listener's capture_id_compat rule",
                 &l,
+            ),
+            connection_panics: crate::supervise::restarts_counter(
+                r,
+                &format!("listener:{name}:connection"),
             ),
             log: Mutex::new(LogLimiter::default()),
             name: name.to_string(),

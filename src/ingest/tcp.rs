@@ -44,7 +44,7 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// its connection slot until it ends. On stop, waits for every connection
 /// task to hand over what it has framed and end. Shared by TCP and TLS.
 pub async fn accept_loop<F, Fut>(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     max_connections: usize,
     decoder: Arc<Decoder>,
     mut stop: watch::Receiver<bool>,
@@ -58,8 +58,16 @@ pub async fn accept_loop<F, Fut>(
     let m = decoder.metrics.clone();
     let mut conns = tokio::task::JoinSet::new();
     loop {
-        // Reap finished connection tasks so the set stays bounded.
-        while conns.try_join_next().is_some() {}
+        // Reap finished connection tasks so the set stays bounded; one
+        // that panicked closed its connection (the agent reconnects).
+        while let Some(done) = conns.try_join_next() {
+            if let Err(e) = done {
+                if e.is_panic() {
+                    m.connection_panics.inc();
+                    tracing::error!(error = %e, "a {kind} connection task panicked; its connection is closed");
+                }
+            }
+        }
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.changed() => break,
@@ -96,7 +104,7 @@ pub async fn accept_loop<F, Fut>(
 /// Accept TCP connections until `stop` turns true; then wait for every
 /// connection task to hand over what it has framed and end.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     cfg: TcpListenerConfig,
     decoder: Arc<Decoder>,
     pipeline: Arc<Pipeline>,

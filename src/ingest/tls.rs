@@ -78,7 +78,7 @@ pub fn server_config(cfg: &TlsListenerConfig) -> Result<Arc<ServerConfig>, Strin
 /// connection task to end. The handshake runs in the connection's task,
 /// bounded by `handshake_timeout`, and holds a connection slot.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     cfg: TlsListenerConfig,
     tls: Arc<ServerConfig>,
     decoder: Arc<Decoder>,

@@ -31,6 +31,7 @@ enum AuthAction {
 }
 
 /// Prepares messages for one target (keeps an output buffer between calls).
+#[derive(Clone)]
 pub struct Preparer {
     encoding: Encoding,
     set_node_name: Option<Bytes>,

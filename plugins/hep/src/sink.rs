@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use hepflow_sdk::metrics::Counter;
 use hepflow_sdk::queue::spawn_checkpoints;
 use hepflow_sdk::sink::{Delivered, Sink, SinkContext, SinkError};
+use hepflow_sdk::supervise::{restarts_counter, supervise};
 use hepflow_sdk::Event;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -122,12 +123,19 @@ impl HepSink {
         let fsync = self.ctx.spool.as_ref().map(|s| s.config.fsync_interval);
         for (i, t) in shared.targets.iter().enumerate() {
             let preparer = Preparer::new(cfg, &self.ctx.node_name, t.url.scheme.is_stream());
-            self.tasks.push(tokio::spawn(run_target(
-                shared.clone(),
-                i,
-                preparer,
-                self.encode_failed.clone(),
-            )));
+            // Supervised: a target task that panics is counted and started
+            // again on its queue (a batch it held from memory is lost with
+            // it; one read from the spool stays there, not acknowledged, and
+            // is delivered after the next start).
+            let task = format!("sink:{}:target:{}", self.ctx.name, t.label);
+            let restarts = restarts_counter(&self.ctx.registry, &task);
+            let (shared, failed) = (shared.clone(), self.encode_failed.clone());
+            self.tasks.push(tokio::spawn(async move {
+                supervise(&task, &restarts, || {
+                    run_target(shared.clone(), i, preparer.clone(), failed.clone())
+                })
+                .await
+            }));
             if let Some(interval) = fsync {
                 self.checkpoints
                     .extend(spawn_checkpoints(t.queue.clone(), interval));

@@ -471,7 +471,7 @@ impl Retry {
 }
 
 /// The sender task: runs until aborted.
-pub async fn run(writer: Writer, pending: Arc<Pending>, s: SenderSettings, health: Health) {
+pub async fn run(writer: Arc<Writer>, pending: Arc<Pending>, s: SenderSettings, health: Health) {
     let m = pending.m.clone();
     let mut reject_log = LogLimiter::default();
     let mut r = Retry {

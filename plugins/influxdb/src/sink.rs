@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use hepflow_sdk::delivery::RetryConfig;
 use hepflow_sdk::queue::spawn_every;
 use hepflow_sdk::sink::{Delivered, Sink, SinkContext, SinkError};
+use hepflow_sdk::supervise::{restarts_counter, supervise};
 use hepflow_sdk::Event;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -215,12 +216,26 @@ impl Sink for InfluxSink {
             backoff_max: retry.max_backoff,
             health_interval: self.cfg.health_interval,
         };
-        self.task = Some(tokio::spawn(sender::run(
-            writer,
+        // Supervised: a panic in the writer task is counted and the task
+        // started again on the same pending buffer.
+        let task = format!("sink:{}:sender", self.ctx.name);
+        let restarts = restarts_counter(&self.ctx.registry, &task);
+        let (writer, pending, health) = (
+            std::sync::Arc::new(writer),
             self.pending.clone(),
-            settings,
             self.ctx.health.clone(),
-        )));
+        );
+        self.task = Some(tokio::spawn(async move {
+            supervise(&task, &restarts, || {
+                sender::run(
+                    writer.clone(),
+                    pending.clone(),
+                    settings.clone(),
+                    health.clone(),
+                )
+            })
+            .await
+        }));
         tracing::info!(
             sink = %self.ctx.name,
             api = ?self.cfg.api,

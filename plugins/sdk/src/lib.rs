@@ -11,6 +11,7 @@
 //!   every queue and retry loop uses.
 //! - [`metrics`]: the counter registry behind `/metrics` and `/api/v1/stats`.
 //! - [`ratelimit`]: rate-limited logging of repeated failures.
+//! - [`supervise`]: restarting a long-lived task after a panic, counted.
 //! - [`queue`]: the bounded queue in front of every sink (and of every
 //!   fan-out inside a plugin), with its disk tier.
 //! - [`spool`]: the disk log behind a queue (overflow and write-ahead),
@@ -27,6 +28,7 @@ pub mod ratelimit;
 pub mod sink;
 pub mod sip;
 pub mod spool;
+pub mod supervise;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_events;
 
