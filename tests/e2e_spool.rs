@@ -1,14 +1,18 @@
 //! The disk spool end to end, against real servers this file owns and
 //! freezes (SIGSTOP), kills and restarts: Tansu for the kafka sink,
-//! osmem for the elasticsearch sink, and a second hepflow as the HEP
-//! receiver of the hep sink. Every message carries a unique Call-ID and is
-//! counted at the far end by it.
+//! osmem for the elasticsearch sink, InfluxDB 1.x for the influxdb sink,
+//! and a second hepflow as the HEP receiver of the hep sink. Every message
+//! carries a unique Call-ID and is counted at the far end by it (InfluxDB:
+//! by the sum of the per-interval message counts, which a retried write
+//! cannot double: a point written twice is one point).
 //!
-//! - Three backends frozen for a minute at once, under load, with
+//! - Four backends frozen for a minute at once, under load, with
 //!   `spool.mode = "overflow"`: every message hepflow read reaches every
 //!   backend, none dropped; the spool was used and is empty afterwards.
-//! - Kafka and Elasticsearch killed and restarted mid-stream (both keep
-//!   data in memory, so the check is on what was sent after the kill).
+//! - Kafka, Elasticsearch, InfluxDB and the HEP receiver killed (SIGKILL)
+//!   and restarted mid-stream (Kafka and Elasticsearch keep data in
+//!   memory and the receiver restarts empty, so the check there is on what
+//!   was sent after the kill; InfluxDB keeps its data: every count).
 //! - SIGTERM of hepflow while the broker is frozen, then a restart: what
 //!   memory held and what the spool held is delivered (`overflow` and
 //!   `always`).
@@ -190,16 +194,90 @@ fn spool_toml(mode: &str) -> String {
     format!("mode = \"{mode}\"\nsegment_bytes = \"1MiB\"\nmax_bytes = \"512MiB\"\nfsync_interval = \"200ms\"")
 }
 
-/// A minute with Kafka, Elasticsearch and the HEP receiver frozen at once,
-/// under a steady load: with `overflow`, every message hepflow read
-/// reaches every backend once they are back.
+/// An InfluxDB 1.x this test owns: HTTP on `port`, data under `dir` (kept
+/// across a restart on the same `dir`).
+fn own_influxd(port: u16, dir: &std::path::Path, log: &std::path::Path) -> OwnedServer {
+    let rpc = free_port();
+    std::fs::create_dir_all(dir).unwrap();
+    let conf = dir.join("influxdb.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "reporting-enabled = false\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n\
+             query-log-enabled = false\n[http]\n  enabled = true\n  bind-address = \"127.0.0.1:{port}\"\n\
+             log-enabled = false\n[monitor]\n  store-enabled = false\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env("HEPFLOW_TEST_INFLUXD_BIN"));
+    cmd.args(["run", "-config"]).arg(&conf);
+    OwnedServer::spawn("influxd", &mut cmd, port, log)
+}
+
+/// `[sinks.NAME]` of type influxdb (v1, database `db` created by the
+/// sink, every point tagged `run`), with a spool of `mode`.
+fn influx_sink(name: &str, port: u16, db: &str, run: &str, mode: &str) -> String {
+    format!(
+        "[sinks.{name}]\ntype = \"influxdb\"\napi = \"v1\"\nurl = \"http://127.0.0.1:{port}\"\n\
+         database = \"{db}\"\ncreate_database = true\ninterval = \"1s\"\nlateness = \"300ms\"\n\
+         timeout = \"3s\"\nhealth_interval = \"500ms\"\nprometheus = false\nclose_timeout = \"2s\"\n\
+         extra_tags = {{ run = \"{run}\" }}\n[sinks.{name}.retry]\ninitial_backoff = \"100ms\"\n\
+         max_backoff = \"1s\"\n[sinks.{name}.spool]\n{}\n",
+        spool_toml(mode)
+    )
+}
+
+/// The messages the influxdb sink counted into database `db` for `run`:
+/// the sum of `hep_messages.count` (0 while the server does not answer).
+fn influx_count(port: u16, db: &str, run: &str) -> u64 {
+    let q = format!("SELECT sum(\"count\") FROM \"hep_messages\" WHERE \"run\" = '{run}'");
+    let encoded: String = q
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    match http(addr, "GET", &format!("/query?db={db}&q={encoded}"), "", b"") {
+        Ok((200, body)) => serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["results"][0]["series"][0]["values"][0][1].as_f64())
+            .map_or(0, |n| n as u64),
+        _ => 0,
+    }
+}
+
+/// Wait (up to 90 s) until the InfluxDB at `port` counted `want`
+/// messages for `run`, and return what it counted.
+fn wait_influx_count(port: u16, db: &str, run: &str, want: u64) -> u64 {
+    let mut n = 0;
+    wait_until(Duration::from_secs(90), || {
+        n = influx_count(port, db, run);
+        n >= want
+    });
+    n
+}
+
+/// A minute with Kafka, Elasticsearch, InfluxDB and the HEP receiver
+/// frozen at once, under a steady load: with `overflow`, every message
+/// hepflow read reaches every backend once they are back.
 #[test]
-fn a_minute_with_three_backends_frozen_loses_nothing() {
+fn a_minute_with_four_backends_frozen_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let kport = restart_port();
     let eport = restart_port();
     let broker = own_tansu(kport, &tmp.path().join("tansu.log"));
     let search = osmem(eport, &tmp.path().join("osmem.log"));
+    let iport = restart_port();
+    let influxd = own_influxd(
+        iport,
+        &tmp.path().join("influxd"),
+        &tmp.path().join("influxd.log"),
+    );
+    let run = unique("outage");
     // The receiver's own file sink blocks when full: a minute of backlog
     // arriving at once is backpressure on the TCP connection, not a drop.
     let receiver = Hepflow::start("", "[sinks.files.queue]\nwhen_full = \"block\"\n");
@@ -212,6 +290,7 @@ fn a_minute_with_three_backends_frozen_loses_nothing() {
             r#"
 {lake}
 {search}
+{counts}
 [sinks.relay]
 type = "hep"
 targets = ["tcp://{}"]
@@ -228,13 +307,14 @@ capacity = 2000
 [[routes]]
 name = "tenth"
 match = {{ capture_id = [2002] }}
-sinks = ["lake", "relay", "search"]
+sinks = ["lake", "relay", "search", "counts"]
 [default_route]
-sinks = ["lake", "relay"]
+sinks = ["lake", "relay", "counts"]
 "#,
             receiver.tcp,
             lake = kafka_sink("lake", kport, &topic, "overflow", "capacity = 2000"),
             search = search_sink(eport, &topic, 2000),
+            counts = influx_sink("counts", iport, "spool_outage", &run, "overflow"),
         ),
     );
 
@@ -250,12 +330,14 @@ sinks = ["lake", "relay"]
     std::thread::sleep(Duration::from_secs(5));
     broker.freeze();
     search.freeze();
+    influxd.freeze();
     let rpid = receiver.pid();
     unsafe { libc::kill(rpid, libc::SIGSTOP) };
     std::thread::sleep(outage());
     let during = a.metrics();
     broker.thaw();
     search.thaw();
+    influxd.thaw();
     unsafe { libc::kill(rpid, libc::SIGCONT) };
     sender.join().unwrap();
     let sent = sent.load(Ordering::Relaxed);
@@ -265,7 +347,7 @@ sinks = ["lake", "relay"]
         total as f64,
     );
     // The backlog went to disk while the backends were frozen.
-    for sink in ["lake", "search", "relay"] {
+    for sink in ["lake", "search", "relay", "counts"] {
         // The relay's backlog is in its target's spool.
         let written = sum_of(&during, "hepflow_spool_written_total", sink);
         assert!(
@@ -316,8 +398,21 @@ sinks = ["lake", "relay"]
         n >= tenth as u64
     });
     assert_eq!(n, tenth as u64, "documents in Elasticsearch");
+    // InfluxDB: every message counted once.
+    let counted = wait_influx_count(iport, "spool_outage", &run, total as u64);
+    assert_eq!(
+        counted,
+        total as u64,
+        "messages counted in InfluxDB; metrics:\n{}\nlog:\n{}",
+        a.metrics()
+            .lines()
+            .filter(|l| l.contains("counts") && !l.contains("_bucket"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        a.log_text()
+    );
 
-    for sink in ["lake", "search", "relay"] {
+    for sink in ["lake", "search", "relay", "counts"] {
         assert_nothing_dropped(&a, sink);
         assert_spool_drained(&a, sink);
     }
@@ -331,27 +426,44 @@ sinks = ["lake", "relay"]
     );
 }
 
-/// Kafka and Elasticsearch killed mid-stream and started again (new,
-/// empty in-memory servers on the same ports): every message sent after
-/// the kill reaches the new servers.
+/// Kafka, Elasticsearch, InfluxDB and the HEP receiver killed (SIGKILL)
+/// mid-stream and started again on the same ports: every message sent
+/// after the kill reaches the new Kafka, Elasticsearch and receiver (which
+/// start empty), and InfluxDB (which keeps its data) counts every message.
 #[test]
-fn kafka_and_elasticsearch_killed_and_restarted_lose_nothing_sent_meanwhile() {
+fn every_backend_killed_and_restarted_loses_nothing_sent_meanwhile() {
     let tmp = tempfile::tempdir().unwrap();
     let kport = restart_port();
     let eport = restart_port();
+    let iport = restart_port();
+    let hport = restart_port();
     let mut broker = own_tansu(kport, &tmp.path().join("tansu.log"));
     let mut search = osmem(eport, &tmp.path().join("osmem.log"));
+    let influx_dir = tmp.path().join("influxd");
+    let mut influxd = own_influxd(iport, &influx_dir, &tmp.path().join("influxd.log"));
+    let mut receiver = Hepflow::start_on_port(hport, "", "");
     let topic = unique("spool-kill");
     let tag = unique("kill");
+    let run = unique("kill");
     let h = Hepflow::start(
         "",
         &format!(
-            "{}{}
+            "{}{}{}
+[sinks.relay]
+type = \"hep\"
+targets = [\"tcp://127.0.0.1:{hport}\"]
+[sinks.relay.retry]
+initial_backoff = \"100ms\"
+max_backoff = \"500ms\"
+[sinks.relay.spool]
+{}
 [default_route]
-sinks = [\"lake\", \"search\"]
+sinks = [\"lake\", \"search\", \"counts\", \"relay\"]
 ",
             kafka_sink("lake", kport, &topic, "overflow", "capacity = 500"),
             search_sink(eport, &topic, 500),
+            influx_sink("counts", iport, "spool_kill", &run, "overflow"),
+            spool_toml("overflow"),
         ),
     );
     let (sent, stop) = (AtomicUsize::new(0), AtomicBool::new(false));
@@ -359,12 +471,25 @@ sinks = [\"lake\", \"search\"]
     send_at_rate(h.udp, &tag, 0..1000, 2000, false, &sent, &stop);
     h.expect_metric(r#"hepflow_sink_sent_total{sink="lake"}"#, 1000.0);
     h.expect_metric(r#"hepflow_sink_sent_total{sink="search"}"#, 1000.0);
+    h.expect_metric(
+        r#"hepflow_hep_target_sent_total{sink="relay",target="tcp://127.0.0.1:HPORT"}"#
+            .replace("HPORT", &hport.to_string())
+            .as_str(),
+        1000.0,
+    );
+    wait_until(Duration::from_secs(30), || {
+        numbers(call_ids_of(&receiver), &tag).len() >= 1000
+    });
     broker.kill();
     search.kill();
-    // Phase 2 while both are gone (10 s at 500/s), phase 3 after restart.
+    influxd.kill();
+    receiver.kill9();
+    // Phase 2 while all are gone (10 s at 500/s), phase 3 after restart.
     send_at_rate(h.udp, &tag, 1000..6000, 500, false, &sent, &stop);
     let _broker = own_tansu(kport, &tmp.path().join("tansu2.log"));
     let _search = osmem(eport, &tmp.path().join("osmem2.log"));
+    let _influxd = own_influxd(iport, &influx_dir, &tmp.path().join("influxd2.log"));
+    let receiver2 = Hepflow::start_on_port(hport, "", "");
     send_at_rate(h.udp, &tag, 6000..7000, 1000, false, &sent, &stop);
     let recs = read_topic(
         &format!("127.0.0.1:{kport}"),
@@ -390,7 +515,32 @@ sinks = [\"lake\", \"search\"]
     // The new server has what was sent after the kill, and at most what
     // was in flight at the kill besides.
     assert!(n >= 6000, "documents in the new Elasticsearch: {n}");
-    for sink in ["lake", "search"] {
+    let mut relayed = HashSet::new();
+    wait_until(Duration::from_secs(90), || {
+        relayed = numbers(call_ids_of(&receiver2), &tag);
+        (1000..7000).all(|i| relayed.contains(&i))
+    });
+    let missing: Vec<usize> = (1000..7000).filter(|i| !relayed.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} messages sent after the kill missing at the new HEP receiver (first {:?}); relay metrics:\n{}\nlog:\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        h.metrics()
+            .lines()
+            .filter(|l| l.contains("relay"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        h.log_text()
+    );
+    let counted = wait_influx_count(iport, "spool_kill", &run, 7000);
+    assert_eq!(
+        counted,
+        7000,
+        "messages counted in InfluxDB; log:\n{}",
+        h.log_text()
+    );
+    for sink in ["lake", "search", "counts", "relay"] {
         assert_nothing_dropped(&h, sink);
         assert_spool_drained(&h, sink);
     }

@@ -32,10 +32,11 @@ pub enum Conn {
     Udp(UdpSocket),
     /// A TCP stream, split.
     Tcp(OwnedReadHalf, OwnedWriteHalf),
-    /// A TLS stream, split.
+    /// A TLS stream, split, and its socket (for [`Conn::peer_gone`]).
     Tls(
         Box<ReadHalf<TlsStream<TcpStream>>>,
         Box<WriteHalf<TlsStream<TcpStream>>>,
+        std::os::fd::RawFd,
     ),
 }
 
@@ -143,8 +144,9 @@ pub async fn connect(
                     .connect(tls.server_name.clone(), tcp)
                     .await
                     .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+                let fd = std::os::fd::AsRawFd::as_raw_fd(stream.get_ref().0);
                 let (r, w) = tokio::io::split(stream);
-                Ok(Conn::Tls(Box::new(r), Box::new(w)))
+                Ok(Conn::Tls(Box::new(r), Box::new(w), fd))
             }
         }
     };
@@ -170,7 +172,7 @@ impl Conn {
             let r = match self {
                 Conn::Udp(s) => s.recv(&mut scratch).await,
                 Conn::Tcp(r, _) => r.read(&mut scratch).await,
-                Conn::Tls(r, _) => r.read(&mut scratch).await,
+                Conn::Tls(r, _, _) => r.read(&mut scratch).await,
             };
             match r {
                 Ok(0) if self.is_stream() => {
@@ -185,6 +187,47 @@ impl Conn {
         }
     }
 
+    /// Whether the kernel already knows the stream's peer is gone (it sent
+    /// FIN or RST), asked of the socket itself rather than of the
+    /// runtime's readiness, which may not have seen it yet: a write then
+    /// would be accepted by the kernel and lost. `None` for UDP, and while
+    /// the peer is there (receivers never send; data it did send is left
+    /// for [`Self::closed`]).
+    pub fn peer_gone(&self) -> Option<io::Error> {
+        use std::os::fd::AsRawFd;
+        let fd = match self {
+            Conn::Udp(_) => return None,
+            Conn::Tcp(_, w) => w.as_ref().as_raw_fd(),
+            Conn::Tls(_, _, fd) => *fd,
+        };
+        let mut byte = 0u8;
+        // SAFETY: `fd` is this connection's open socket (the connection
+        // owns it for as long as `self` lives); one byte is peeked into a
+        // local, nothing is consumed, and the call does not block.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            0 => Some(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the target closed the connection",
+            )),
+            n if n > 0 => None,
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => None,
+                    _ => Some(e),
+                }
+            }
+        }
+    }
+
     /// Write `msgs` (prepared for this target's kind), several per write
     /// call. `buf` is a reusable scratch buffer for stream writes.
     pub async fn write_batch(
@@ -195,7 +238,7 @@ impl Conn {
         match self {
             Conn::Udp(s) => send_datagrams(s, msgs).await,
             Conn::Tcp(_, w) => write_stream(w, msgs, buf, false).await,
-            Conn::Tls(_, w) => write_stream(w.as_mut(), msgs, buf, true).await,
+            Conn::Tls(_, w, _) => write_stream(w.as_mut(), msgs, buf, true).await,
         }
     }
 }

@@ -204,6 +204,12 @@ impl Task {
             if self.prepared.is_empty() {
                 continue;
             }
+            // The runtime may not have seen a FIN or RST that the kernel
+            // already has: ask the socket, so that nothing is written into
+            // a connection known to be dead.
+            if let Some(e) = conn.peer_gone() {
+                return Some(e.to_string());
+            }
             let n = self.next_write_len();
             let r = tokio::time::timeout(
                 shared.timing.write_timeout,
