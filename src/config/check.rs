@@ -115,7 +115,7 @@ pub(super) fn check_semantics(cfg: &Config, declared_sinks: &[String], errors: &
             ListenerConfig::Kafka(_) => {}
         }
         if let Some(k) = &l.auth().auth_key {
-            if k.0.is_empty() {
+            if k.is_empty() {
                 errors.push(format!(
                     "listeners.{name}.auth_key: empty; remove it or set the key agents send"
                 ));

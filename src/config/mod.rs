@@ -56,16 +56,7 @@ pub const SECTIONS: [&str; 9] = [
     "shutdown",
 ];
 
-/// A secret string (auth keys, passwords). Its `Debug` never shows it.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
+pub use hepflow_sdk::secret::Secret;
 
 /// `[node]`: this hepflow instance.
 #[derive(Debug, Clone, Deserialize)]

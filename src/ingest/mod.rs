@@ -202,7 +202,10 @@ impl Decoder {
     ) -> Self {
         Decoder {
             opts,
-            auth_key: auth.auth_key.as_ref().map(|k| k.0.as_bytes().to_vec()),
+            auth_key: auth
+                .auth_key
+                .as_ref()
+                .map(|k| k.expose().as_bytes().to_vec()),
             allow_legacy: auth.allow_legacy_without_key,
             capture_id_compat: auth.capture_id_compat,
             compat_hint: Mutex::new(LogLimiter::new(std::time::Duration::from_secs(300))),

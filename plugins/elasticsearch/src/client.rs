@@ -406,25 +406,14 @@ impl BulkClient {
 /// A reqwest error with its causes (connection refused, certificate
 /// problems), without anything secret (URLs carry no credentials).
 pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() {
+    let s = if e.is_timeout() {
         "timed out".to_string()
     } else if e.is_connect() {
         "cannot connect".to_string()
     } else {
         "request failed".to_string()
     };
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut depth = 0;
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-        depth += 1;
-        if depth > 4 {
-            break;
-        }
-    }
-    s
+    hepflow_sdk::secret::with_causes(s, std::error::Error::source(e))
 }
 
 /// Largest control-plane reply accepted by its Content-Length (the
@@ -664,22 +653,7 @@ impl Control {
 
 /// An `elasticsearch::Error` with its causes.
 fn describe_es_error(e: &elasticsearch::Error) -> String {
-    let mut s = e.to_string();
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut depth = 0;
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-        depth += 1;
-        if depth > 4 {
-            break;
-        }
-    }
-    s
+    hepflow_sdk::secret::with_causes(e.to_string(), std::error::Error::source(e))
 }
 
 #[cfg(test)]

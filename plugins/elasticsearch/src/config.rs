@@ -3,7 +3,7 @@
 //! the user documentation of the keys.
 
 use crate::index_name::IndexPattern;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,45 +17,7 @@ pub const MAX_CONCURRENCY: usize = 64;
 /// Largest accepted `max_response_bytes` (1 GiB).
 pub const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
-/// A secret (password, API key, token). Its `Debug` never shows it, and it
-/// never reaches a log line, a metric or an error message. Given as a
-/// string (a number from an environment variable is taken as its digits).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for building the `Authorization` header only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            I(i64),
-            U(u64),
-        }
-        Ok(Secret(
-            match Raw::deserialize(d).map_err(|_| {
-                serde::de::Error::custom("expected a string (the secret itself is not shown)")
-            })? {
-                Raw::S(s) => s,
-                Raw::I(i) => i.to_string(),
-                Raw::U(u) => u.to_string(),
-            },
-        ))
-    }
-}
+pub use hepflow_sdk::secret::Secret;
 
 /// Configuration of a `type = "elasticsearch"` sink: every event as one
 /// JSON document (hepflow's event document, see `hepflow_sdk::document`)
@@ -442,14 +404,14 @@ impl ElasticsearchConfig {
                 "{path}.auth: more than one method is set: keep one of username/password, api_key, bearer_token"
             ));
         }
-        if let Some(Secret(k)) = &a.api_key {
+        if let Some(k) = a.api_key.as_ref().map(Secret::expose) {
             if k.is_empty() {
                 e.push(format!(
                     "{path}.auth.api_key is empty: give the encoded API key, or remove the key"
                 ));
             }
         }
-        if let Some(Secret(t)) = &a.bearer_token {
+        if let Some(t) = a.bearer_token.as_ref().map(Secret::expose) {
             if t.is_empty() {
                 e.push(format!(
                     "{path}.auth.bearer_token is empty: give the token, or remove the key"
@@ -670,7 +632,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             c.auth_method(),
-            Auth::Basic("u".into(), Secret("12345".into()))
+            Auth::Basic("u".into(), Secret::new("12345"))
         );
         assert!(!format!("{c:?}").contains("12345"));
         assert!(c.check("s").is_empty());

@@ -316,27 +316,7 @@ impl<'de> Deserialize<'de> for TargetSpec {
     }
 }
 
-/// A secret string: its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a value.
-    pub fn new(v: impl Into<String>) -> Self {
-        Secret(v.into())
-    }
-    /// The value; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use hepflow_sdk::secret::Secret;
 
 /// One target with every setting resolved (the sink's defaults applied).
 #[derive(Debug, Clone)]

@@ -131,17 +131,7 @@ fn sensitive(v: String) -> Result<HeaderValue, String> {
 /// Error text of a reqwest error with its sources (no secrets: the URL
 /// never holds credentials).
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
+    hepflow_sdk::secret::with_causes(e.to_string(), e.source())
 }
 
 fn cut_reason(s: &str) -> String {

@@ -11,6 +11,7 @@
 //!   every queue and retry loop uses.
 //! - [`metrics`]: the counter registry behind `/metrics` and `/api/v1/stats`.
 //! - [`ratelimit`]: rate-limited logging of repeated failures.
+//! - [`secret`]: the one secret type, and errors chained with their causes.
 //! - [`supervise`]: restarting a long-lived task after a panic, counted.
 //! - [`queue`]: the bounded queue in front of every sink (and of every
 //!   fan-out inside a plugin), with its disk tier.
@@ -25,6 +26,7 @@ pub mod json;
 pub mod metrics;
 pub mod queue;
 pub mod ratelimit;
+pub mod secret;
 pub mod sink;
 pub mod sip;
 pub mod spool;
