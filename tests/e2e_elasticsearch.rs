@@ -31,7 +31,10 @@
 //! - `hepflow validate` refuses a sink without URLs and with a bad index
 //!   pattern, saying what to do.
 //!
-//! A missing `HEPFLOW_TEST_*` variable fails the test with what to run.
+//! A missing `HEPFLOW_TEST_*` variable fails the test with what to run;
+//! without any (a bare `cargo test`), the file is not compiled
+//! (`build/live_services.rs`).
+#![cfg(live_services)]
 
 mod common;
 

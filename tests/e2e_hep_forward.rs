@@ -17,6 +17,7 @@
 //!   restart it gets its calls back.
 //! - `forwarding_throughput` (ignored; run by hand in release mode) prints
 //!   msgs/s over UDP and TCP as ratios against direct ingest.
+#![cfg(live_services)]
 
 mod common;
 

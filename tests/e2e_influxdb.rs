@@ -18,6 +18,7 @@
 //! Needs the services of `tests/services/services.sh` (run `bash
 //! tests/run.sh`, or start them and source their env file): a missing
 //! `HEPFLOW_TEST_*` variable fails the test.
+#![cfg(live_services)]
 
 mod common;
 

@@ -4,7 +4,7 @@
 //! them) and noida-db (`HEPFLOW_TEST_NOIDA_KAFKA`). Records are read back
 //! with an assigned consumer from offset 0 (Tansu's consumer groups are
 //! slow and its high watermarks are wrong; see tests/services/README.md).
-#![cfg(feature = "kafka")]
+#![cfg(all(feature = "kafka", live_services))]
 
 mod common;
 

@@ -22,7 +22,7 @@
 //!   `overflow`) or crashes (SIGKILL, `always`): its messages wait in the
 //!   target's own spool and reach it after the restart, while the live
 //!   target got each message once.
-#![cfg(feature = "kafka")]
+#![cfg(all(feature = "kafka", live_services))]
 
 mod common;
 

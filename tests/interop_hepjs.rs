@@ -12,6 +12,7 @@
 //!
 //! Needs `HEPFLOW_TEST_HEPJS_DIR` (tests/services/services.sh installs
 //! hep-js with `npm ci`; `bash tests/run.sh` sets it) and Node.js.
+#![cfg(live_services)]
 
 mod common;
 #[path = "interop/support.rs"]

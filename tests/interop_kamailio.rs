@@ -17,6 +17,7 @@
 //! `HEPFLOW_TEST_SIPP_BIN` (tests/services/services.sh; `bash tests/run.sh`
 //! sets them). Every process a run starts is in its own process group and
 //! is killed when the run ends, pass or fail.
+#![cfg(live_services)]
 
 mod common;
 #[path = "interop/support.rs"]

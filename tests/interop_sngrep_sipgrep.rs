@@ -15,6 +15,7 @@
 //!
 //! Needs `HEPFLOW_TEST_SNGREP_BIN` and `HEPFLOW_TEST_SIPGREP_BIN`
 //! (tests/services/services.sh; `bash tests/run.sh` sets them).
+#![cfg(live_services)]
 
 mod common;
 #[path = "interop/support.rs"]

@@ -5,6 +5,7 @@
 //! refused at start with what to do, duplicates within one batch, and no
 //! password in any error. A missing `HEPFLOW_TEST_*` variable fails the
 //! test with what to run.
+#![cfg(live_services)]
 
 use bytes::Bytes;
 use hepflow_elasticsearch::client::{BulkClient, Control, HttpSettings, Nodes, TlsMaterial};

@@ -95,6 +95,8 @@ impl Task {
     /// Take a batch from the queue into `pending`, waiting for one; false
     /// when the queue is closed and empty.
     async fn take_batch(&mut self) -> bool {
+        // A batch whose messages are all settled is acknowledged first.
+        self.settle_if_done();
         let t = &self.shared.targets[self.i];
         let mut events = Vec::new();
         let got = t
