@@ -7,6 +7,22 @@ use hepflow_sdk::spool::{AppendError, OpenError, OpenReport, Spool, SpoolOptions
 use proptest::prelude::*;
 use std::path::Path;
 
+/// Open the spool of `o`, waiting (5 s at most) while its lock is held:
+/// another test of this binary spawns `mount`, and a child holds a copy of
+/// every open descriptor between its fork and its exec, the lock of a
+/// spool just dropped included.
+fn reopen(o: &SpoolOptions) -> (Spool, OpenReport) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Spool::open(o.clone()) {
+            Err(OpenError::Locked { .. }) if std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            r => return r.unwrap(),
+        }
+    }
+}
+
 fn opts(dir: &Path, segment_bytes: u64, max_bytes: u64) -> SpoolOptions {
     SpoolOptions {
         dir: dir.to_path_buf(),
@@ -88,7 +104,7 @@ fn what_was_not_acknowledged_is_read_again_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path(), 64 * 1024, 1 << 30);
     {
-        let (mut s, _) = Spool::open(o.clone()).unwrap();
+        let (mut s, _) = reopen(&o);
         append_range(&mut s, 0, 500, 300);
         // Deliver 120, read 50 more without acknowledging them.
         let b = s.read(120, 1 << 20).unwrap();
@@ -111,11 +127,11 @@ fn appends_after_reopen_follow_what_was_there() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path(), 64 * 1024, 1 << 30);
     {
-        let (mut s, _) = Spool::open(o.clone()).unwrap();
+        let (mut s, _) = reopen(&o);
         append_range(&mut s, 0, 100, 100);
         s.close().unwrap();
     }
-    let (mut s, _) = Spool::open(o.clone()).unwrap();
+    let (mut s, _) = reopen(&o);
     append_range(&mut s, 100, 100, 100);
     let (batch_a, batch_b) = {
         let a = s.read(150, 1 << 20).unwrap();
@@ -163,7 +179,7 @@ fn the_cap_refuses_appends_and_drop_oldest_makes_room() {
 fn a_second_process_cannot_open_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path(), 64 * 1024, 1 << 20);
-    let (_s, _) = Spool::open(o.clone()).unwrap();
+    let (_s, _) = reopen(&o);
     match Spool::open(o) {
         Err(OpenError::Locked { holder, .. }) => {
             assert_eq!(holder, format!("pid {}", std::process::id()))
@@ -178,7 +194,7 @@ fn a_front_spill_is_read_before_everything_else() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path(), 64 * 1024, 1 << 30);
     {
-        let (mut s, _) = Spool::open(o.clone()).unwrap();
+        let (mut s, _) = reopen(&o);
         append_range(&mut s, 1000, 300, 400);
         // 100 of them delivered: the first segment is half read.
         let b = s.read(100, 1 << 20).unwrap();
@@ -202,7 +218,7 @@ fn a_corrupt_record_ends_its_segment_for_the_reader_and_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path(), 64 * 1024, 1 << 30);
     {
-        let (mut s, _) = Spool::open(o.clone()).unwrap();
+        let (mut s, _) = reopen(&o);
         append_range(&mut s, 0, 400, 600);
         s.close().unwrap();
     }
@@ -273,7 +289,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let o = opts(dir.path(), 64 * 1024, 1 << 30);
         {
-            let (mut s, _) = Spool::open(o.clone()).unwrap();
+            let (mut s, _) = reopen(&o);
             append_range(&mut s, 0, n, len);
             // No close: the segment has no trailer, as after a crash.
         }
@@ -287,7 +303,7 @@ proptest! {
         for cut in 16..=whole.len() {
             std::fs::write(&seg, &whole[..cut]).unwrap();
             let _ = std::fs::remove_file(dir.path().join("position"));
-            let (mut s, report) = Spool::open(o.clone()).unwrap();
+            let (mut s, report) = reopen(&o);
             let kept = (cut as u64 - 16) / record;
             let torn = !(cut as u64 - 16).is_multiple_of(record);
             prop_assert_eq!(report.records, kept, "cut {}", cut);
