@@ -556,3 +556,23 @@ async fn queued_messages_go_out_several_per_write() {
     assert!((2.0..=6.0).contains(&writes), "{writes}");
     sink.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_receiver_that_closed_is_seen_before_the_next_write() {
+    use hepflow_hep::conn::connect;
+    use hepflow_hep::target::TargetUrl;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url: TargetUrl = format!("tcp://{}", l.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    let conn = connect(&url, None, Duration::from_secs(2)).await.unwrap();
+    let (peer, _) = l.accept().await.unwrap();
+    assert!(conn.peer_gone().is_none(), "the receiver is there");
+    drop(peer);
+    let until = Instant::now() + Duration::from_secs(2);
+    while conn.peer_gone().is_none() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let gone = conn.peer_gone().expect("the closed receiver is seen");
+    assert_eq!(gone.kind(), std::io::ErrorKind::UnexpectedEof, "{gone}");
+}
