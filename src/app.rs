@@ -175,30 +175,30 @@ pub async fn run(
     let mut all_listener_metrics = Vec::new();
     let mut tcp_tasks = Vec::new();
     for (name, l) in &cfg.listeners {
+        let kind = l.kind();
+        let mut decoder_for = |transport| {
+            let metrics = Arc::new(ListenerMetrics::new(&registry, name, kind));
+            all_listener_metrics.push(metrics.clone());
+            Arc::new(Decoder::new(
+                name,
+                transport,
+                &l.auth(),
+                decode_opts.clone(),
+                metrics,
+            ))
+        };
+        let bind_context = |bind: std::net::SocketAddr| {
+            format!(
+                "binding listeners.{name} ({kind}) to {bind}: is another process using the port, or is the address not local?"
+            )
+        };
         match l {
             ListenerConfig::Udp(u) => {
-                let sockets = ingest::udp::bind(u).with_context(|| {
-                    format!(
-                        "binding listeners.{name} (udp) to {}: is another process using the port, or is the address not local?",
-                        u.bind
-                    )
-                })?;
+                let sockets = ingest::udp::bind(u).with_context(|| bind_context(u.bind))?;
                 let addr = sockets[0].local_addr()?;
-                let metrics = Arc::new(ListenerMetrics::new(&registry, name, "udp"));
-                all_listener_metrics.push(metrics.clone());
-                let decoder = Arc::new(Decoder::new(
-                    name,
-                    Transport::Udp,
-                    &l.auth(),
-                    decode_opts.clone(),
-                    metrics,
-                ));
+                let decoder = decoder_for(Transport::Udp);
                 tracing::info!(listener = %name, %addr, workers = sockets.len(), "UDP listener bound");
-                state
-                    .listeners
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((name.clone(), "udp".into(), addr));
+                show_listener(&state, name, kind, addr);
                 udp_threads.extend(ingest::udp::spawn(
                     name,
                     sockets,
@@ -212,105 +212,53 @@ pub async fn run(
             ListenerConfig::Tls(t) => {
                 let tls = ingest::tls::server_config(t)
                     .map_err(|e| anyhow::anyhow!("listeners.{name}: {e}"))?;
-                let listener = ingest::tcp::bind(t.bind).await.with_context(|| {
-                    format!(
-                        "binding listeners.{name} (tls) to {}: is another process using the port, or is the address not local?",
-                        t.bind
-                    )
-                })?;
-                let addr = listener.local_addr()?;
-                let metrics = Arc::new(ListenerMetrics::new(&registry, name, "tls"));
-                all_listener_metrics.push(metrics.clone());
-                let decoder = Arc::new(Decoder::new(
-                    name,
-                    Transport::Tls,
-                    &l.auth(),
-                    decode_opts.clone(),
-                    metrics,
-                ));
-                tracing::info!(listener = %name, %addr, mutual_tls = t.client_ca_file.is_some(), "TLS listener bound");
-                state
-                    .listeners
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((name.clone(), "tls".into(), addr));
-                let (task, restarts) = listener_supervision(&registry, name);
-                let (listener, t, pipeline, stop) = (
-                    Arc::new(listener),
-                    t.clone(),
-                    pipeline.clone(),
-                    stop_rx.clone(),
+                let listener = Arc::new(
+                    ingest::tcp::bind(t.bind)
+                        .await
+                        .with_context(|| bind_context(t.bind))?,
                 );
-                tcp_tasks.push(tokio::spawn(async move {
-                    supervise(&task, &restarts, || {
-                        ingest::tls::serve(
-                            listener.clone(),
-                            t.clone(),
-                            tls.clone(),
-                            decoder.clone(),
-                            pipeline.clone(),
-                            stop.clone(),
-                        )
-                    })
-                    .await
+                let addr = listener.local_addr()?;
+                let decoder = decoder_for(Transport::Tls);
+                tracing::info!(listener = %name, %addr, mutual_tls = t.client_ca_file.is_some(), "TLS listener bound");
+                show_listener(&state, name, kind, addr);
+                let (t, pipeline, stop) = (t.clone(), pipeline.clone(), stop_rx.clone());
+                tcp_tasks.push(spawn_listener(&registry, name, move || {
+                    ingest::tls::serve(
+                        listener.clone(),
+                        t.clone(),
+                        tls.clone(),
+                        decoder.clone(),
+                        pipeline.clone(),
+                        stop.clone(),
+                    )
                 }));
             }
             ListenerConfig::Tcp(t) => {
-                let listener = ingest::tcp::bind(t.bind).await.with_context(|| {
-                    format!(
-                        "binding listeners.{name} (tcp) to {}: is another process using the port, or is the address not local?",
-                        t.bind
-                    )
-                })?;
-                let addr = listener.local_addr()?;
-                let metrics = Arc::new(ListenerMetrics::new(&registry, name, "tcp"));
-                all_listener_metrics.push(metrics.clone());
-                let decoder = Arc::new(Decoder::new(
-                    name,
-                    Transport::Tcp,
-                    &l.auth(),
-                    decode_opts.clone(),
-                    metrics,
-                ));
-                tracing::info!(listener = %name, %addr, "TCP listener bound");
-                state
-                    .listeners
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((name.clone(), "tcp".into(), addr));
-                let (task, restarts) = listener_supervision(&registry, name);
-                let (listener, t, pipeline, stop) = (
-                    Arc::new(listener),
-                    t.clone(),
-                    pipeline.clone(),
-                    stop_rx.clone(),
+                let listener = Arc::new(
+                    ingest::tcp::bind(t.bind)
+                        .await
+                        .with_context(|| bind_context(t.bind))?,
                 );
-                tcp_tasks.push(tokio::spawn(async move {
-                    supervise(&task, &restarts, || {
-                        ingest::tcp::serve(
-                            listener.clone(),
-                            t.clone(),
-                            decoder.clone(),
-                            pipeline.clone(),
-                            stop.clone(),
-                        )
-                    })
-                    .await
+                let addr = listener.local_addr()?;
+                let decoder = decoder_for(Transport::Tcp);
+                tracing::info!(listener = %name, %addr, "TCP listener bound");
+                show_listener(&state, name, kind, addr);
+                let (t, pipeline, stop) = (t.clone(), pipeline.clone(), stop_rx.clone());
+                tcp_tasks.push(spawn_listener(&registry, name, move || {
+                    ingest::tcp::serve(
+                        listener.clone(),
+                        t.clone(),
+                        decoder.clone(),
+                        pipeline.clone(),
+                        stop.clone(),
+                    )
                 }));
             }
             #[cfg(feature = "kafka")]
             ListenerConfig::Kafka(k) => {
                 let source = ingest::kafka::open(name, k, &cfg.node.name, &registry)
                     .map_err(|e| anyhow::anyhow!(e))?;
-                let metrics = Arc::new(ListenerMetrics::new(&registry, name, "kafka"));
-                all_listener_metrics.push(metrics.clone());
-                let decoder = Arc::new(Decoder::new(
-                    name,
-                    Transport::Kafka,
-                    &l.auth(),
-                    decode_opts.clone(),
-                    metrics,
-                ));
+                let decoder = decoder_for(Transport::Kafka);
                 tracing::info!(listener = %name, brokers = %k.brokers.join(","), topics = %k.topics.join(","), group = %k.group_id, "Kafka listener consuming");
                 let dropping: Vec<&str> = cfg
                     .sinks
@@ -322,24 +270,16 @@ pub async fn run(
                     tracing::warn!(listener = %name, sinks = ?dropping, "these sinks drop messages when their queue (and spool, if any) is full (when_full = \"drop_newest\" or \"drop_oldest\"): what they drop from this Kafka listener is committed and not read again; set when_full = \"block\" to pause consumption instead");
                 }
                 // Stopped and awaited with the stream listeners.
-                let (task, restarts) = listener_supervision(&registry, name);
-                let (source, k, pipeline, stop) = (
-                    Arc::new(tokio::sync::Mutex::new(source)),
-                    k.clone(),
-                    pipeline.clone(),
-                    stop_rx.clone(),
-                );
-                tcp_tasks.push(tokio::spawn(async move {
-                    supervise(&task, &restarts, || {
-                        ingest::kafka::serve(
-                            source.clone(),
-                            k.clone(),
-                            decoder.clone(),
-                            pipeline.clone(),
-                            stop.clone(),
-                        )
-                    })
-                    .await
+                let source = Arc::new(tokio::sync::Mutex::new(source));
+                let (k, pipeline, stop) = (k.clone(), pipeline.clone(), stop_rx.clone());
+                tcp_tasks.push(spawn_listener(&registry, name, move || {
+                    ingest::kafka::serve(
+                        source.clone(),
+                        k.clone(),
+                        decoder.clone(),
+                        pipeline.clone(),
+                        stop.clone(),
+                    )
                 }));
             }
         }
@@ -470,12 +410,25 @@ fn spill_or_discard(registry: &Registry, slot: &SinkSlot) -> u64 {
     n
 }
 
-/// The name and restart counter of listener `name`'s supervised task.
-fn listener_supervision(
-    registry: &Registry,
-    name: &str,
-) -> (String, hepflow_sdk::metrics::Counter) {
+/// Show listener `name` and its address on `/api/v1/stats`.
+fn show_listener(state: &ApiState, name: &str, kind: &str, addr: std::net::SocketAddr) {
+    state
+        .listeners
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((name.to_string(), kind.to_string(), addr));
+}
+
+/// Run listener `name`'s task (what `make` builds) under supervision: a
+/// panic is counted as `hepflow_task_restarts_total{task="listener:NAME"}`
+/// and the task built and run again.
+fn spawn_listener<F, Fut>(registry: &Registry, name: &str, make: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let task = format!("listener:{name}");
     let restarts = restarts_counter(registry, &task);
-    (task, restarts)
+    let mut make = make;
+    tokio::spawn(async move { supervise(&task, &restarts, &mut make).await })
 }

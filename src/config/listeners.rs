@@ -177,6 +177,17 @@ pub enum ListenerConfig {
 }
 
 impl ListenerConfig {
+    /// The `kind` value: `udp`, `tcp`, `tls` or `kafka`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ListenerConfig::Udp(_) => "udp",
+            ListenerConfig::Tcp(_) => "tcp",
+            ListenerConfig::Tls(_) => "tls",
+            #[cfg(feature = "kafka")]
+            ListenerConfig::Kafka(_) => "kafka",
+        }
+    }
+
     /// The bind address (unspecified for a kafka listener, which binds nothing).
     pub fn bind(&self) -> SocketAddr {
         match self {
