@@ -33,7 +33,7 @@
 //!
 //! A missing `HEPFLOW_TEST_*` variable fails the test with what to run;
 //! without any (a bare `cargo test`), the file is not compiled
-//! (`build/live_services.rs`).
+//! (`tests/services/live_services.rs`).
 #![cfg(live_services)]
 
 mod common;

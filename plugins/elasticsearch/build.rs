@@ -1,7 +1,7 @@
 //! Build script: compile the live-server tests only where their servers
-//! are configured (see `build/live_services.rs` at the repository root).
+//! are configured (see `tests/services/live_services.rs` at the repository root).
 
-include!("../../build/live_services.rs");
+include!("../../tests/services/live_services.rs");
 
 fn main() {
     live_services();
