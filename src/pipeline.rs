@@ -553,24 +553,13 @@ mod tests {
         };
         let first = make();
         let (_tx, deadline) = watch::channel(None);
-        let mut common: SinkCommon =
-            serde_json::from_value(serde_json::json!({"type": "x"})).unwrap();
-        common.retry.initial_backoff = Duration::from_millis(1);
-        let task = tokio::spawn(run_sink(SinkTask {
-            name: "p".into(),
-            sink: SinkHost::new(
-                "p",
-                first,
-                Box::new(move || Ok(make())),
-                Health::default(),
-                &registry,
-            ),
-            queue: queue.clone(),
-            common,
-            health: Health::default(),
-            registry: registry.clone(),
+        let task = tokio::spawn(run_sink(task_for(
+            first,
+            Box::new(move || Ok(make())),
+            queue.clone(),
+            &registry,
             deadline,
-        }));
+        )));
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while delivered.load(Ordering::SeqCst) < 10 && std::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -634,6 +623,7 @@ mod tests {
 
     fn task_for(
         sink: Box<dyn Sink>,
+        rebuild: SinkBuilder,
         queue: Arc<SinkQueue>,
         registry: &Registry,
         deadline: watch::Receiver<Option<Instant>>,
@@ -644,13 +634,7 @@ mod tests {
         common.batch.max_events = 100;
         SinkTask {
             name: "p".into(),
-            sink: SinkHost::new(
-                "p",
-                sink,
-                Box::new(|| Err("no rebuild in this test".into())),
-                Health::default(),
-                registry,
-            ),
+            sink: SinkHost::new("p", sink, rebuild, Health::default(), registry),
             queue,
             common,
             health: Health::default(),
@@ -679,7 +663,13 @@ mod tests {
             then_hang,
         });
         let (tx, deadline) = watch::channel(None);
-        let task = tokio::spawn(run_sink(task_for(sink, queue.clone(), registry, deadline)));
+        let task = tokio::spawn(run_sink(task_for(
+            sink,
+            Box::new(|| Err("no rebuild in this test".into())),
+            queue.clone(),
+            registry,
+            deadline,
+        )));
         let until = std::time::Instant::now() + Duration::from_secs(10);
         while delivered.lock().unwrap().len() < want && std::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(5)).await;

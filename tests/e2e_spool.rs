@@ -169,6 +169,23 @@ fn assert_spool_drained(h: &Hepflow, sink: &str) {
     );
 }
 
+/// Every number of `want` is in `got`; else fail with how many are
+/// missing (`what`), the first ten, and `context`.
+fn assert_none_missing(
+    want: std::ops::Range<usize>,
+    got: &HashSet<usize>,
+    what: &str,
+    context: &str,
+) {
+    let missing: Vec<usize> = want.filter(|i| !got.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} {what} (first {:?}); {context}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+    );
+}
+
 /// `[sinks.NAME]` of type kafka on the broker at `kport`, with a spool
 /// of `mode`, plus `extra` keys for its `[sinks.NAME.queue]`.
 fn kafka_sink(name: &str, kport: u16, topic: &str, mode: &str, queue: &str) -> String {
@@ -498,13 +515,11 @@ sinks = [\"lake\", \"search\", \"counts\", \"relay\"]
         Duration::from_secs(90),
     );
     let got = numbers(call_ids_in(&recs), &tag);
-    let missing: Vec<usize> = (1000..7000).filter(|i| !got.contains(i)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} messages sent after the kill missing from the new broker (first {:?}); log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        h.log_text()
+    assert_none_missing(
+        1000..7000,
+        &got,
+        "messages sent after the kill missing from the new broker",
+        &format!("log:\n{}", h.log_text()),
     );
     let addr: SocketAddr = ([127, 0, 0, 1], eport).into();
     let mut n = 0;
@@ -520,18 +535,21 @@ sinks = [\"lake\", \"search\", \"counts\", \"relay\"]
         relayed = numbers(call_ids_of(&receiver2), &tag);
         (1000..7000).all(|i| relayed.contains(&i))
     });
-    let missing: Vec<usize> = (1000..7000).filter(|i| !relayed.contains(i)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} messages sent after the kill missing at the new HEP receiver (first {:?}); relay metrics:\n{}\nlog:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        h.metrics()
-            .lines()
-            .filter(|l| l.contains("relay"))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        h.log_text()
+    let relay_metrics: Vec<String> = h
+        .metrics()
+        .lines()
+        .filter(|l| l.contains("relay"))
+        .map(str::to_string)
+        .collect();
+    assert_none_missing(
+        1000..7000,
+        &relayed,
+        "messages sent after the kill missing at the new HEP receiver",
+        &format!(
+            "relay metrics:\n{}\nlog:\n{}",
+            relay_metrics.join("\n"),
+            h.log_text()
+        ),
     );
     let counted = wait_influx_count(iport, "spool_kill", &run, 7000);
     assert_eq!(
@@ -653,13 +671,11 @@ sinks = [\"lake\"]
         Duration::from_secs(90),
     );
     let got = numbers(call_ids_in(&recs), &tag);
-    let missing: Vec<usize> = (0..read).filter(|i| !got.contains(i)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of the {read} messages read before SIGKILL are missing (first {:?}); log:\n{}",
-        missing.len(),
-        &missing[..missing.len().min(10)],
-        h.log_text()
+    assert_none_missing(
+        0..read,
+        &got,
+        &format!("of the {read} messages read before SIGKILL are missing"),
+        &format!("log:\n{}", h.log_text()),
     );
 }
 

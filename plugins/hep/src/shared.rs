@@ -55,8 +55,6 @@ pub struct Target {
     /// Its queue: the engine's queue type, with a spool of its own when
     /// the sink has one.
     pub queue: Arc<SinkQueue>,
-    /// Queue policy.
-    pub when_full: TargetWhenFull,
     /// Connected (UDP: socket usable).
     pub up: AtomicBool,
     /// Messages the task holds outside the queue (a batch being written
@@ -349,7 +347,7 @@ impl Shared {
     /// never waits), then those that block.
     fn order_non_blocking_first(&self) -> Vec<usize> {
         let mut v: Vec<usize> = (0..self.targets.len()).collect();
-        v.sort_by_key(|&i| self.targets[i].when_full == TargetWhenFull::Block);
+        v.sort_by_key(|&i| self.targets[i].queue.when_full() == TargetWhenFull::Block);
         v
     }
 }

@@ -84,7 +84,6 @@ impl HepSink {
         Ok(Target {
             seed: target_seed(&label),
             queue: Arc::new(queue),
-            when_full: rt.when_full,
             up: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             last_error: Mutex::new(String::new()),

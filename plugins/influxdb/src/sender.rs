@@ -615,6 +615,16 @@ mod tests {
         got
     }
 
+    /// Every point left, in requests of at most `n`, each written.
+    fn send_all(p: &Pending, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        while p.outstanding() > 0 {
+            got.extend(take(p, n));
+            p.settle();
+        }
+        got
+    }
+
     fn dropped(r: &Registry, reason: &str) -> f64 {
         r.value(
             "hepflow_influxdb_points_dropped_total",
@@ -695,11 +705,7 @@ mod tests {
         assert_eq!(p.disk().unwrap().records(), 5);
         p.push(lines(8..10)); // behind the disk backlog
         assert_eq!(p.disk().unwrap().records(), 7);
-        let mut got = Vec::new();
-        while p.outstanding() > 0 {
-            got.extend(take(&p, 4));
-            p.settle();
-        }
+        let got = send_all(&p, 4);
         assert_eq!(got, lines(0..10));
         assert_eq!(dropped(&r, "buffer_full"), 0.0);
         p.push(lines(10..11));
@@ -720,11 +726,7 @@ mod tests {
         assert_eq!(take(&p, 3), lines(0..3), "the same points again");
         p.settle();
         p.set_failing(false);
-        let mut rest = Vec::new();
-        while p.outstanding() > 0 {
-            rest.extend(take(&p, 10));
-            p.settle();
-        }
+        let rest = send_all(&p, 10);
         assert_eq!(rest, lines(3..6));
         assert_eq!(p.disk().unwrap().records(), 0);
     }
@@ -743,11 +745,7 @@ mod tests {
         let (p, _) = pending(4, WhenPendingFull::DropNewest);
         p.set_disk(disk(dir.path(), SpoolMode::Overflow, &r));
         p.push(lines(6..7)); // behind the backlog
-        let mut got = Vec::new();
-        while p.outstanding() > 0 {
-            got.extend(take(&p, 3));
-            p.settle();
-        }
+        let got = send_all(&p, 3);
         assert_eq!(got, lines(0..7));
     }
 }

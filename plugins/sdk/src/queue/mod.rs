@@ -207,6 +207,11 @@ impl SinkQueue {
         self
     }
 
+    /// What happens when the queue (and its spool) is full.
+    pub fn when_full(&self) -> WhenFull {
+        self.when_full
+    }
+
     /// The configured bound in messages.
     pub fn capacity(&self) -> usize {
         self.capacity
